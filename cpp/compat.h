@@ -1,0 +1,23 @@
+// The one place that includes libraft's headers, and where version differences live.
+#pragma once
+
+// raft.h has no extern "C", and its RAFT__ASSERT_COMPATIBILITY puts a struct
+// definition inside sizeof() in a static_assert, which C++ rejects. Hide the C++
+// static_assert feature macro so the header picks _Static_assert, and make that a
+// no-op for the include (the same checks run when libraft itself is compiled as C).
+#pragma push_macro("__cpp_static_assert")
+#undef __cpp_static_assert
+#define _Static_assert(cond, msg)
+extern "C" {
+#include <raft.h>
+#include <raft/uv.h>
+}
+#undef _Static_assert
+#pragma pop_macro("__cpp_static_assert")
+
+#if !(RAFT_VERSION_MAJOR == 0 && RAFT_VERSION_MINOR >= 22)
+#error "canonical-raft needs libraft >= 0.22 (see DESIGN.md, 'Libraft version')"
+#endif
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the entry envelope is encoded in host order, which must be little-endian");

@@ -1,0 +1,250 @@
+// The _core module: LoopCore and NodeCore, the error codes, and the GIL rules.
+//
+// GIL rule 1: every call that can block (start, close, stats, waiting for the
+// applier queue) releases the GIL after its Python arguments are converted.
+// GIL rule 2: the loop thread never touches Python; it only fills C++ items
+// that drain() converts here, on the applier thread, with the GIL held.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "node.h"
+
+namespace py = pybind11;
+using namespace craft;
+
+namespace {
+
+struct LoopCore {
+    std::shared_ptr<Loop> loop = std::make_shared<Loop>();
+    void stop() {
+        py::gil_scoped_release nogil;
+        loop->stop();
+    }
+};
+
+// The Python handle of a node. Dropping it without close() still closes the
+// node, asynchronously, on the loop thread.
+struct NodeCore {
+    std::shared_ptr<NodeImpl> impl;
+    NodeCore(LoopCore& loop, NodeOptions opts)
+        : impl(std::make_shared<NodeImpl>(loop.loop, std::move(opts))) {}
+    ~NodeCore() {
+        if (impl) impl->request_close();
+    }
+};
+
+py::object command_item(NodeImpl& node, Item& item) {
+    uint64_t nonce = 0;
+    std::vector<DecodedCommand> cmds;
+    if (!decode_envelope(item.data, &nonce, &cmds)) {
+        return py::make_tuple(int(kCommand), item.index, false, py::none());
+    }
+    bool mine = nonce == node.nonce();
+    py::list out(cmds.size());
+    for (size_t i = 0; i < cmds.size(); i++) {
+        out[i] = py::make_tuple(mine ? cmds[i].request_id : 0,
+                                py::bytes(cmds[i].data.data(), cmds[i].data.size()));
+    }
+    return py::make_tuple(int(kCommand), item.index, mine, std::move(out));
+}
+
+py::object to_python(NodeImpl& node, Item& item) {
+    switch (item.kind) {
+        case kCommand:
+            return command_item(node, item);
+        case kApplyFailed:
+            return py::make_tuple(item.kind, item.code, item.msg, py::cast(item.ids),
+                                  item.indeterminate, item.leader_id, item.leader_address,
+                                  item.applied);
+        case kRequestDone:
+            return py::make_tuple(item.kind, item.a, item.code, item.msg, item.leader_id,
+                                  item.leader_address, item.applied);
+        case kRestore:
+            return py::make_tuple(item.kind, item.index, py::bytes(item.data));
+        case kSnapshot:
+            return py::make_tuple(item.kind, item.a);
+        case kEvent:
+            return py::make_tuple(item.kind, item.state, item.term, item.leader_id,
+                                  item.leader_address, item.applied);
+        case kLog:
+            return py::make_tuple(item.kind, item.code, item.msg);
+        default:
+            return py::make_tuple(int(kClosed));
+    }
+}
+
+py::object drain(NodeCore& self, int timeout_ms) {
+    std::vector<Item> items;
+    bool open;
+    {
+        py::gil_scoped_release nogil;
+        open = self.impl->queue().pop_all(&items, timeout_ms);
+    }
+    if (!open) return py::none();
+    py::list out(items.size());
+    for (size_t i = 0; i < items.size(); i++) out[i] = to_python(*self.impl, items[i]);
+    return std::move(out);
+}
+
+void submit(NodeCore& self, uint64_t request_id, const py::bytes& data) {
+    char* buf = nullptr;
+    Py_ssize_t len = 0;
+    if (PyBytes_AsStringAndSize(data.ptr(), &buf, &len) != 0) throw py::error_already_set();
+    self.impl->submit(request_id, buf, static_cast<size_t>(len));
+}
+
+py::dict status_dict(const Status& s) {
+    py::dict d;
+    d["state"] = s.state;
+    d["term"] = s.term;
+    d["leader_id"] = s.leader_id;
+    d["leader_address"] = s.leader_address;
+    d["last_index"] = s.last_index;
+    d["commit_index"] = s.commit_index;
+    d["raft_last_applied"] = s.last_applied;
+    d["voted_for"] = s.voted_for;
+    return d;
+}
+
+py::dict stats(NodeCore& self) {
+    Stats s;
+    {
+        py::gil_scoped_release nogil;
+        s = self.impl->stats_blocking();
+    }
+    py::dict d = status_dict(s.status);
+    py::list conf;
+    for (const auto& srv : s.configuration) conf.append(py::make_tuple(srv.id, srv.address, srv.role));
+    d["configuration"] = conf;
+    d["configuration_committed_index"] = s.configuration_committed_index;
+    d["entries_proposed"] = s.entries_proposed;
+    d["commands_proposed"] = s.commands_proposed;
+    d["applier_queue"] = self.impl->queue().size();
+    return d;
+}
+
+void init_codes(py::module_& m) {
+    py::dict codes;
+#define CODE(name) codes[#name] = int(RAFT_##name)
+    CODE(NOMEM); CODE(BADID); CODE(DUPLICATEID); CODE(DUPLICATEADDRESS); CODE(BADROLE);
+    CODE(MALFORMED); CODE(NOTLEADER); CODE(LEADERSHIPLOST); CODE(SHUTDOWN);
+    CODE(CANTBOOTSTRAP); CODE(CANTCHANGE); CODE(CORRUPT); CODE(CANCELED); CODE(NAMETOOLONG);
+    CODE(TOOBIG); CODE(NOCONNECTION); CODE(BUSY); CODE(IOERR); CODE(NOTFOUND); CODE(INVALID);
+    CODE(UNAUTHORIZED); CODE(NOSPACE); CODE(TOOMANY);
+#undef CODE
+    m.attr("codes") = codes;
+    py::dict states;
+    states["UNAVAILABLE"] = int(RAFT_UNAVAILABLE);
+    states["FOLLOWER"] = int(RAFT_FOLLOWER);
+    states["CANDIDATE"] = int(RAFT_CANDIDATE);
+    states["LEADER"] = int(RAFT_LEADER);
+    m.attr("states") = states;
+    py::dict roles;
+    roles["STANDBY"] = int(RAFT_STANDBY);
+    roles["VOTER"] = int(RAFT_VOTER);
+    roles["SPARE"] = int(RAFT_SPARE);
+    m.attr("roles") = roles;
+    m.def("strerror", [](int code) { return std::string(raft_strerror(code)); });
+    m.attr("libraft_version") = CANONICAL_RAFT_LIBRAFT_VERSION;
+    m.attr("ENVELOPE_HEADER") = kEnvelopeHeader;
+    m.attr("COMMAND_HEADER") = kCommandHeader;
+    m.attr("items") = py::dict(py::arg("COMMAND") = int(kCommand),
+                               py::arg("APPLY_FAILED") = int(kApplyFailed),
+                               py::arg("REQUEST_DONE") = int(kRequestDone),
+                               py::arg("RESTORE") = int(kRestore),
+                               py::arg("SNAPSHOT") = int(kSnapshot),
+                               py::arg("EVENT") = int(kEvent), py::arg("LOG") = int(kLog),
+                               py::arg("CLOSED") = int(kClosed));
+}
+
+void init_errors(py::module_& m) {
+    PyObject* cls = PyErr_NewException("canonical_raft._core.CoreError", PyExc_RuntimeError, nullptr);
+    m.add_object("CoreError", py::reinterpret_steal<py::object>(cls));
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const CoreError& e) {
+            py::object cls = py::module_::import("canonical_raft._core").attr("CoreError");
+            PyErr_SetObject(cls.ptr(), py::make_tuple(e.code, e.message).ptr());
+        }
+    });
+}
+
+void init_loop(py::module_& m) {
+    py::class_<LoopCore>(m, "LoopCore")
+        .def(py::init<>())
+        .def("stop", &LoopCore::stop)
+        .def_property_readonly("running", [](LoopCore& l) { return l.loop->running(); });
+}
+
+void init_node(py::module_& m) {
+    py::class_<NodeOptions>(m, "NodeOptions")
+        .def(py::init<>())
+        .def_readwrite("id", &NodeOptions::id)
+        .def_readwrite("address", &NodeOptions::address)
+        .def_readwrite("bind_address", &NodeOptions::bind_address)
+        .def_readwrite("data_dir", &NodeOptions::data_dir)
+        .def_readwrite("bootstrap", &NodeOptions::bootstrap)
+        .def_readwrite("election_timeout_ms", &NodeOptions::election_timeout_ms)
+        .def_readwrite("heartbeat_timeout_ms", &NodeOptions::heartbeat_timeout_ms)
+        .def_readwrite("install_snapshot_timeout_ms", &NodeOptions::install_snapshot_timeout_ms)
+        .def_readwrite("snapshot_threshold", &NodeOptions::snapshot_threshold)
+        .def_readwrite("snapshot_trailing", &NodeOptions::snapshot_trailing)
+        .def_readwrite("snapshot_timeout_ms", &NodeOptions::snapshot_timeout_ms)
+        .def_readwrite("connect_retry_delay_ms", &NodeOptions::connect_retry_delay_ms)
+        .def_readwrite("max_inflight_entries", &NodeOptions::max_inflight_entries)
+        .def_readwrite("max_catch_up_rounds", &NodeOptions::max_catch_up_rounds)
+        .def_readwrite("max_catch_up_round_duration_ms", &NodeOptions::max_catch_up_round_duration_ms)
+        .def_readwrite("pre_vote", &NodeOptions::pre_vote)
+        .def_readwrite("auto_recovery", &NodeOptions::auto_recovery)
+        .def_readwrite("segment_size", &NodeOptions::segment_size)
+        .def_readwrite("max_entry_bytes", &NodeOptions::max_entry_bytes)
+        .def_readwrite("trace_level", &NodeOptions::trace_level);
+
+    py::class_<NodeCore>(m, "NodeCore")
+        .def(py::init<LoopCore&, NodeOptions>(), py::arg("loop"), py::arg("options"))
+        .def("start", [](NodeCore& self) {
+            py::gil_scoped_release nogil;
+            self.impl->start_blocking();
+        })
+        .def("close", [](NodeCore& self) {
+            py::gil_scoped_release nogil;
+            self.impl->close_blocking();
+        })
+        .def("request_close", [](NodeCore& self) { self.impl->request_close(); })
+        .def("submit", &submit, py::arg("request_id"), py::arg("data"))
+        .def("barrier", [](NodeCore& self, uint64_t rid) { self.impl->barrier(rid); })
+        .def("add", [](NodeCore& self, uint64_t rid, uint64_t id, const std::string& a) {
+            self.impl->add(rid, id, a);
+        })
+        .def("assign", [](NodeCore& self, uint64_t rid, uint64_t id, int role) {
+            self.impl->assign(rid, id, role);
+        })
+        .def("remove", [](NodeCore& self, uint64_t rid, uint64_t id) { self.impl->remove(rid, id); })
+        .def("transfer", [](NodeCore& self, uint64_t rid, uint64_t id) {
+            self.impl->transfer(rid, id);
+        })
+        .def("drain", &drain, py::arg("timeout_ms"))
+        .def("snapshot_done", [](NodeCore& self, uint64_t ticket, py::object data) {
+            if (data.is_none()) {
+                self.impl->queue().snapshot_done(ticket, false, std::string());
+                return;
+            }
+            std::string buf = data.cast<std::string>();
+            self.impl->queue().snapshot_done(ticket, true, std::move(buf));
+        })
+        .def("status", [](NodeCore& self) { return status_dict(self.impl->status()); })
+        .def("stats", &stats)
+        .def_property_readonly("closed", [](NodeCore& self) { return self.impl->closed(); })
+        .def_property_readonly("nonce", [](NodeCore& self) { return self.impl->nonce(); });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "canonical_raft's compiled core: libraft on a libuv loop thread (private)";
+    init_errors(m);
+    init_codes(m);
+    init_loop(m);
+    init_node(m);
+}

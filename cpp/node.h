@@ -1,0 +1,170 @@
+// NodeImpl: one libraft server (struct raft + raft_uv io + TCP transport + the
+// FSM glue) living on a Loop. Public methods are thread-safe and never block,
+// except start_blocking/close_blocking/call_sync, which the caller must invoke
+// without the GIL. Everything else runs on the loop thread.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "applier.h"
+#include "codec.h"
+#include "compat.h"
+#include "loop.h"
+
+namespace craft {
+
+struct NodeOptions {
+    uint64_t id = 0;
+    std::string address;
+    std::string bind_address;  // empty: listen on `address`
+    std::string data_dir;
+    std::vector<std::pair<uint64_t, std::string>> bootstrap;  // empty: do not bootstrap
+    unsigned election_timeout_ms = 1000;
+    unsigned heartbeat_timeout_ms = 100;
+    unsigned install_snapshot_timeout_ms = 30000;
+    unsigned snapshot_threshold = 8192;
+    unsigned snapshot_trailing = 8192;
+    unsigned snapshot_timeout_ms = 10000;
+    unsigned connect_retry_delay_ms = 200;
+    unsigned max_inflight_entries = 32;
+    unsigned max_catch_up_rounds = 10;
+    unsigned max_catch_up_round_duration_ms = 5000;
+    bool pre_vote = true;
+    bool auto_recovery = false;
+    size_t segment_size = 8 * 1024 * 1024;
+    size_t max_entry_bytes = 1024 * 1024;  // soft cap of one packed entry
+    int trace_level = 0;                   // forward libraft traces up to this level (0: none)
+};
+
+struct Status {
+    int state = 0;  // RAFT_UNAVAILABLE .. RAFT_LEADER
+    uint64_t term = 0;
+    uint64_t leader_id = 0;
+    std::string leader_address;
+    uint64_t last_index = 0;
+    uint64_t commit_index = 0;
+    uint64_t last_applied = 0;
+    uint64_t voted_for = 0;
+};
+
+struct ServerInfo {
+    uint64_t id;
+    std::string address;
+    int role;
+};
+
+struct Stats {
+    bool ok = false;  // false: the node is not running
+    Status status;
+    std::vector<ServerInfo> configuration;
+    uint64_t configuration_committed_index = 0;
+    uint64_t snapshot_threshold = 0;
+    uint64_t entries_proposed = 0;
+    uint64_t commands_proposed = 0;
+};
+
+// A failure that the binding turns into canonical_raft's exception for `code`.
+struct CoreError {
+    int code;
+    std::string message;
+};
+
+class NodeImpl : public std::enable_shared_from_this<NodeImpl> {
+public:
+    NodeImpl(std::shared_ptr<Loop> loop, NodeOptions opts);
+    ~NodeImpl();
+
+    // Blocking (release the GIL first). Throws CoreError.
+    void start_blocking();
+    void close_blocking();
+    Stats stats_blocking();
+
+    // Non-blocking, thread-safe. Outcomes arrive through queue().
+    void submit(uint64_t request_id, const char* data, size_t len);
+    void barrier(uint64_t request_id);
+    void add(uint64_t request_id, uint64_t id, const std::string& address);
+    void assign(uint64_t request_id, uint64_t id, int role);
+    void remove(uint64_t request_id, uint64_t id);
+    void transfer(uint64_t request_id, uint64_t id);
+    void request_close();
+
+    Status status() const;
+    ApplyQueue& queue() { return queue_; }
+    uint64_t nonce() const { return nonce_; }
+    const NodeOptions& options() const { return opts_; }
+    bool closed() const { return closed_.load(); }
+
+private:
+    struct ApplyReq;
+    struct BarrierReq;
+    struct ChangeReq;
+    struct TransferReq;
+
+    // Loop thread.
+    void do_start(std::promise<CoreError>* result);
+    void fail_start(std::promise<CoreError>* result, int code, const std::string& msg);
+    void do_close();
+    void finish_close();
+    void flush();
+    void propose(std::vector<PendingCommand>& cmds, size_t first, size_t last, size_t bytes);
+    void fail_commands(std::vector<uint64_t> ids, int code, const std::string& msg,
+                       bool indeterminate);
+    void done(uint64_t request_id, int code, const std::string& msg);
+    void publish_status(bool force_event);
+    bool run_on_loop(std::function<void()> fn);
+    Item leader_item(int kind) const;
+
+    static int fsm_apply(struct raft_fsm* fsm, const struct raft_buffer* buf, void** result) noexcept;
+    static int fsm_snapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[], unsigned* n) noexcept;
+    static int fsm_restore(struct raft_fsm* fsm, struct raft_buffer* buf) noexcept;
+    static void on_check(uv_check_t* handle) noexcept;
+    static void on_trace(struct raft_tracer* t, int type, const void* info) noexcept;
+    static void on_apply(struct raft_apply* req, int status, void* result) noexcept;
+    static void on_barrier(struct raft_barrier* req, int status) noexcept;
+    static void on_change(struct raft_change* req, int status) noexcept;
+    static void on_transfer(struct raft_transfer* req) noexcept;
+    static void on_raft_closed(struct raft* r) noexcept;
+    static void on_check_closed(uv_handle_t* handle) noexcept;
+
+    std::shared_ptr<Loop> loop_;
+    const NodeOptions opts_;
+    const uint64_t nonce_;
+    ApplyQueue queue_;
+
+    // Owned by the loop thread once started.
+    struct raft raft_ {};
+    struct raft_io io_ {};
+    struct raft_uv_transport transport_ {};
+    struct raft_fsm fsm_ {};
+    struct raft_tracer tracer_ {};
+    uv_check_t check_ {};
+    bool started_ = false;
+    bool closing_ = false;
+    int close_pending_ = 0;
+    std::shared_ptr<NodeImpl> self_;  // keeps us alive while libraft holds pointers
+    Status last_published_;
+    uint64_t entries_proposed_ = 0;
+    uint64_t commands_proposed_ = 0;
+
+    // Submissions from other threads, flushed by the loop thread.
+    std::mutex submit_mu_;  // leaf lock
+    std::vector<PendingCommand> pending_;
+    bool flush_posted_ = false;
+
+    mutable std::mutex status_mu_;  // leaf lock
+    Status status_;
+
+    std::atomic<bool> close_requested_{false};
+    std::atomic<bool> closed_{false};
+    std::promise<void> closed_promise_;
+    std::shared_future<void> closed_future_;
+};
+
+}  // namespace craft
