@@ -25,6 +25,7 @@ enum ItemKind : int {
     kEvent = 5,        // state, term, leader: role, term or leader changed
     kLog = 6,          // code = level, msg: a libraft trace line
     kClosed = 7,       // the node is closed; nothing follows
+    kAdvance = 8,      // applied: raft applied entries that carry no command (barriers)
 };
 
 struct Item {

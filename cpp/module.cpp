@@ -68,6 +68,8 @@ py::object to_python(NodeImpl& node, Item& item) {
                                   item.leader_address, item.applied);
         case kLog:
             return py::make_tuple(item.kind, item.code, item.msg);
+        case kAdvance:
+            return py::make_tuple(item.kind, item.applied);
         default:
             return py::make_tuple(int(kClosed));
     }
@@ -154,7 +156,8 @@ void init_codes(py::module_& m) {
                                py::arg("RESTORE") = int(kRestore),
                                py::arg("SNAPSHOT") = int(kSnapshot),
                                py::arg("EVENT") = int(kEvent), py::arg("LOG") = int(kLog),
-                               py::arg("CLOSED") = int(kClosed));
+                               py::arg("CLOSED") = int(kClosed),
+                               py::arg("ADVANCE") = int(kAdvance));
 }
 
 void init_errors(py::module_& m) {

@@ -1,5 +1,6 @@
 #include "node.h"
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -560,6 +561,16 @@ void NodeImpl::publish_status(bool force_event) {
         item.applied = s.last_applied;
         queue_.push(std::move(item));
     }
+    if (changed) last_pushed_applied_ = std::max(last_pushed_applied_, s.last_applied);
+    if (s.last_applied > last_pushed_applied_) {
+        // Barrier and configuration entries advance raft without reaching the FSM;
+        // tell the applier so its last_applied (and wait_applied) keep up.
+        Item item;
+        item.kind = kAdvance;
+        item.applied = s.last_applied;
+        queue_.push(std::move(item));
+        last_pushed_applied_ = s.last_applied;
+    }
     last_published_ = std::move(s);
 }
 
@@ -582,6 +593,7 @@ int NodeImpl::fsm_apply(struct raft_fsm* fsm, const struct raft_buffer* buf,
     item.applied = item.index;
     item.data.assign(static_cast<const char*>(buf->base), buf->len);
     self->queue_.push(std::move(item));
+    self->last_pushed_applied_ = item.applied;
     return 0;
 }
 

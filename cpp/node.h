@@ -150,6 +150,7 @@ private:
     int close_pending_ = 0;
     std::shared_ptr<NodeImpl> self_;  // keeps us alive while libraft holds pointers
     Status last_published_;
+    uint64_t last_pushed_applied_ = 0;  // highest `applied` handed to the applier
     uint64_t entries_proposed_ = 0;
     uint64_t commands_proposed_ = 0;
 

@@ -1,0 +1,400 @@
+"""Node: one member of a Raft cluster, replicating a user's FSM (uv engine)."""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import AsyncIterator, Callable
+
+from . import _applier, _core, _loop
+from .config import Config, check_id, parse_address, to_options
+from .errors import (DataDirLockedError, InvalidConfigError, RaftError, ShutdownError,
+                     TimeoutError, TooBigError, from_core)
+from .events import EventHub
+from .fsm import FSM
+from .futures import ApplyFuture, Future
+from .types import Leader, LeadershipEvent, Role, Server, State
+
+log = logging.getLogger("canonical_raft")
+
+LOCK_FILE = "canonical-raft.lock"
+_live_nodes: weakref.WeakSet[Node] = weakref.WeakSet()
+
+
+class Node:
+    """One server of a Raft cluster.
+
+    ``Node(id, address, fsm, data_dir, cluster={id: address, ...})`` bootstraps a
+    new cluster from ``cluster`` (every initial member passes the same dict; a
+    node whose data dir already holds state ignores it). A node that joins an
+    existing cluster passes no ``cluster`` and is added by the leader with
+    ``add_voter``. ``start()`` (or ``with Node(...) as node``) starts it.
+
+    Thread safety: every method may be called from any thread. Callbacks and the
+    FSM run on the node's applier thread.
+    """
+
+    def __init__(self, id: int, address: str, fsm: FSM, data_dir: str | os.PathLike, *,
+                 cluster: dict[int, str] | None = None, config: Config | None = None) -> None:
+        self.id = check_id(id)
+        parse_address(address)
+        self.address = address
+        for method in ("apply", "snapshot", "restore"):
+            if not callable(getattr(fsm, method, None)):
+                raise TypeError(f"fsm must have an {method}() method (subclass canonical_raft.FSM)")
+        self._fsm = fsm
+        if config is None:
+            config = Config()
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be a canonical_raft.Config, not {type(config).__name__}")
+        self._config = config.validate()
+        self._command_limit = config.command_limit()
+        if not isinstance(data_dir, (str, os.PathLike)):
+            raise TypeError(f"data_dir must be a path, not {type(data_dir).__name__}")
+        self.data_dir = os.path.abspath(os.fspath(data_dir))
+        self._bootstrap = self._check_cluster(cluster)
+
+        self._core: _core.NodeCore | None = None
+        self._loop: _core.LoopCore | None = None
+        self._lock_fd: int | None = None
+        self._applier: threading.Thread | None = None
+        self._state_lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self._applier_done = False
+        self._ids = itertools.count(1)
+        self._pending: dict[int, ApplyFuture] = {}
+        self._requests: dict[int, tuple[Future, Callable]] = {}
+        self._applied = 0
+        self._snapshots_taken = 0
+        self._snapshots_restored = 0
+        self._events = EventHub()
+
+    def _check_cluster(self, cluster) -> list[tuple[int, str]]:
+        if cluster is None:
+            return []
+        if not isinstance(cluster, dict) or not cluster:
+            raise InvalidConfigError("cluster must be a non-empty dict {id: 'host:port'}")
+        seen: dict[str, int] = {}
+        for sid, addr in cluster.items():
+            check_id(sid, what="cluster id")
+            parse_address(addr, what=f"address of server {sid}")
+            if addr in seen:
+                raise InvalidConfigError(f"servers {seen[addr]} and {sid} share address {addr}")
+            seen[addr] = sid
+        if cluster.get(self.id) != self.address:
+            raise InvalidConfigError(f"cluster must list this node as {self.id}: "
+                                     f"{self.address!r} (it has {cluster.get(self.id)!r})")
+        return sorted(cluster.items())
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> Node:
+        """Open the data dir, start Raft, return self. Raises RaftError subclasses."""
+        with self._state_lock:
+            if self._closed:
+                raise ShutdownError("node is closed; create a new Node to restart it")
+            if self._started:
+                return self
+            self._open_data_dir()
+            trace_level = self._config.trace_level
+            if trace_level is None:
+                trace_level = 5 if logging.getLogger("canonical_raft.libraft").isEnabledFor(
+                    logging.DEBUG) else 0
+            options = to_options(self._config, self.id, self.address, self.data_dir,
+                                 self._bootstrap, trace_level)
+            self._loop = _loop.acquire()
+            try:
+                self._core = _core.NodeCore(self._loop, options)
+                self._core.start()
+            except _core.CoreError as exc:
+                self._abort_start()
+                raise from_core(exc) from None
+            except BaseException:
+                self._abort_start()
+                raise
+            self._applier = threading.Thread(target=_applier.run, args=(self,),
+                                             name=f"canonical-raft-applier-{self.id}", daemon=True)
+            self._applier.start()
+            self._started = True
+            _live_nodes.add(self)
+        return self
+
+    def _abort_start(self) -> None:
+        core, self._core = self._core, None
+        if core is not None:
+            core.close()
+        _loop.release(self._loop)
+        self._loop = None
+        self._unlock_data_dir()
+
+    def _open_data_dir(self) -> None:
+        if os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):
+            raise InvalidConfigError(f"data_dir {self.data_dir!r} exists and is not a directory")
+        try:
+            os.makedirs(self.data_dir, exist_ok=True)
+            fd = os.open(os.path.join(self.data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise InvalidConfigError(f"cannot use data_dir {self.data_dir!r}: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirLockedError(f"data_dir {self.data_dir!r} is in use by another "
+                                     "node (lock file held)") from None
+        self._lock_fd = fd
+
+    def _unlock_data_dir(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+    def close(self, *, transfer_leadership: bool = False, timeout: float = 5.0) -> None:
+        """Stop the node. Idempotent. Futures still pending fail with ShutdownError
+        (``indeterminate`` if the command was already handed to Raft). With
+        ``transfer_leadership``, a leader first hands over to another voter."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            started = self._started
+        if not started:
+            return
+        if transfer_leadership and self.is_leader:
+            try:
+                self.transfer().result(timeout)
+            except RaftError as exc:
+                log.warning("node %d: leadership transfer before close failed: %s", self.id, exc)
+        self._core.close()  # blocks without the GIL until libraft and libuv are closed
+        if self._applier is not threading.current_thread():
+            self._applier.join()
+        self._unlock_data_dir()
+        _loop.release(self._loop)
+        _live_nodes.discard(self)
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Node {self.id} {self.address} {self.state.name}>"
+
+    def _check_open(self) -> _core.NodeCore:
+        core = self._core
+        if self._closed or core is None:
+            raise ShutdownError("node is closed" if self._closed else "node is not started")
+        return core
+
+    def _settle_if_closed(self, table: dict, rid: int) -> None:
+        # The future was registered before submitting; the applier sets
+        # _applier_done before failing what is left, so one of us fails it.
+        if self._applier_done:
+            entry = table.pop(rid, None)
+            if entry is not None:
+                fut = entry[0] if isinstance(entry, tuple) else entry
+                fut.set_exception(ShutdownError("node closed", indeterminate=True))
+
+    # ------------------------------------------------------------ commands
+
+    def apply(self, command: bytes) -> ApplyFuture:
+        """Replicate one command; the future resolves to FSM.apply's return value
+        once the command is committed and applied on this node."""
+        if not isinstance(command, bytes):
+            if isinstance(command, (bytearray, memoryview)):
+                command = bytes(command)
+            else:
+                raise TypeError(f"command must be bytes, not {type(command).__name__}")
+        if len(command) > self._command_limit:
+            raise TooBigError(f"command of {len(command)} bytes exceeds the limit of "
+                              f"{self._command_limit} (Config.max_command_size)")
+        core = self._check_open()
+        rid = next(self._ids)
+        fut = ApplyFuture()
+        self._pending[rid] = fut
+        core.submit(rid, command)
+        self._settle_if_closed(self._pending, rid)
+        return fut
+
+    def _request(self, submit: Callable[[int], None],
+                 on_success: Callable[[Future, int], None] | None = None) -> Future:
+        core = self._check_open()
+        rid = next(self._ids)
+        fut = Future()
+        self._requests[rid] = (fut, on_success or (lambda f, _leader: f.set_result(None)))
+        submit(core, rid)
+        self._settle_if_closed(self._requests, rid)
+        return fut
+
+    def barrier(self) -> Future:
+        """Resolves once every entry committed before it is applied to this FSM.
+        On the leader, a read after ``barrier().result()`` is linearizable."""
+        return self._request(lambda core, rid: core.barrier(rid))
+
+    def add(self, id: int, address: str) -> Future:
+        """Add a server as a SPARE (no log, no vote). Leader only."""
+        check_id(id)
+        parse_address(address)
+        return self._request(lambda core, rid: core.add(rid, id, address))
+
+    def assign(self, id: int, role: Role) -> Future:
+        """Change a server's role; promoting to VOTER first catches it up. Leader only."""
+        check_id(id)
+        role = Role(role)
+        return self._request(lambda core, rid: core.assign(rid, id, int(role)))
+
+    def add_voter(self, id: int, address: str) -> Future:
+        """Add a server and promote it to voter once it has caught up. Leader only."""
+        check_id(id)
+        parse_address(address)
+        outer = Future()
+
+        def added(fut: Future) -> None:
+            if fut.exception() is not None:
+                outer.set_exception(fut.exception())
+                return
+            try:
+                promoted = self.assign(id, Role.VOTER)
+            except RaftError as exc:
+                outer.set_exception(exc)
+                return
+            promoted.add_done_callback(
+                lambda f: outer.set_exception(f.exception()) if f.exception()
+                else outer.set_result(None))
+
+        self.add(id, address).add_done_callback(added)
+        return outer
+
+    def remove(self, id: int) -> Future:
+        """Remove a server from the configuration. Leader only."""
+        check_id(id)
+        return self._request(lambda core, rid: core.remove(rid, id))
+
+    def transfer(self, id: int | None = None) -> Future:
+        """Hand leadership to voter ``id`` (None: the most up-to-date one).
+        Resolves to the new leader's id (possibly still this node if it failed)."""
+        target = 0 if id is None else check_id(id)
+
+        def finished(fut: Future, _leader: int) -> None:
+            fut.set_result(self._status()["leader_id"] or None)
+        return self._request(lambda core, rid: core.transfer(rid, target), finished)
+
+    # ------------------------------------------------------------ state
+
+    def _status(self) -> dict:
+        core = self._core
+        if core is None:
+            return {"state": int(State.UNAVAILABLE), "term": 0, "leader_id": 0,
+                    "leader_address": "", "last_index": 0, "commit_index": 0}
+        return core.status()
+
+    @property
+    def state(self) -> State:
+        if self._closed:
+            return State.CLOSED
+        return State(self._status()["state"])
+
+    @property
+    def is_leader(self) -> bool:
+        return self.state == State.LEADER
+
+    @property
+    def leader(self) -> Leader | None:
+        """The leader this node knows of, or None."""
+        s = self._status()
+        return Leader(s["leader_id"], s["leader_address"]) if s["leader_id"] else None
+
+    @property
+    def term(self) -> int:
+        return self._status()["term"]
+
+    @property
+    def last_index(self) -> int:
+        return self._status()["last_index"]
+
+    @property
+    def commit_index(self) -> int:
+        return self._status()["commit_index"]
+
+    @property
+    def last_applied(self) -> int:
+        """The last log index applied to this node's FSM."""
+        return self._applied
+
+    @property
+    def fsm(self) -> FSM:
+        return self._fsm
+
+    @property
+    def configuration(self) -> list[Server]:
+        """The servers of the cluster as this node currently knows them."""
+        stats = self._check_open_stats()
+        return [Server(sid, addr, Role(role)) for sid, addr, role in stats["configuration"]]
+
+    def _check_open_stats(self) -> dict:
+        core = self._check_open()
+        try:
+            return core.stats()
+        except _core.CoreError as exc:
+            raise from_core(exc) from None
+
+    def stats(self) -> dict:
+        """A snapshot of this node's counters and Raft state, for monitoring."""
+        stats = self._check_open_stats()
+        stats.update(id=self.id, address=self.address, state=State(stats["state"]).name,
+                     last_applied=self._applied, pending_applies=len(self._pending),
+                     snapshots_taken=self._snapshots_taken,
+                     snapshots_restored=self._snapshots_restored)
+        return stats
+
+    def wait_leader(self, timeout: float | None = None) -> Leader:
+        """Wait until this node knows a leader; return it. Raises TimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._check_open()
+            leader = self.leader
+            if leader is not None:
+                return leader
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"node {self.id} saw no leader within {timeout}s")
+            time.sleep(0.005)
+
+    def wait_applied(self, index: int, timeout: float | None = None) -> None:
+        """Wait until this node's FSM has applied ``index``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._applied < index:
+            self._check_open()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"node {self.id} applied {self._applied} < {index} "
+                                   f"within {timeout}s")
+            time.sleep(0.002)
+
+    # ------------------------------------------------------------ events
+
+    def on_leadership_change(self, callback: Callable[[LeadershipEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` on the applier thread at every change of state,
+        term or leader. Returns a function that unregisters it."""
+        return self._events.add_callback(callback)
+
+    def events(self) -> AsyncIterator[LeadershipEvent]:
+        """``async for event in node.events():`` the current state first, then
+        every change, until the node closes."""
+        return self._events.subscribe(lambda: self._applier_done)
+
+
+@atexit.register
+def _close_live_nodes() -> None:
+    # Close nodes before the interpreter finalises: afterwards the applier
+    # threads could never take the GIL again.
+    for node in list(_live_nodes):
+        try:
+            node.close()
+        except Exception:
+            log.exception("closing node %d at exit", node.id)
