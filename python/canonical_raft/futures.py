@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import threading
 
 from . import errors
 
@@ -17,11 +18,23 @@ class Future(concurrent.futures.Future):
     operations cannot be withdrawn once submitted, so ``cancel()`` returns False.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, resolver: int | None = None) -> None:
         super().__init__()
         self.set_running_or_notify_cancel()
+        # Ident of the thread that resolves this future (the node's applier).
+        self._resolver = resolver
+
+    def _check_wait(self) -> None:
+        # Waiting on the thread that must resolve us would never return.
+        if self._resolver is not None and not self.done() and \
+                threading.get_ident() == self._resolver:
+            raise errors.RaftError(
+                "waiting for a node's future inside its FSM or leadership callback would "
+                "deadlock (they run on the thread that resolves it); use "
+                "add_done_callback() instead")
 
     def result(self, timeout: float | None = None):
+        self._check_wait()
         try:
             return super().result(timeout)
         except builtins.TimeoutError as exc:
@@ -32,6 +45,7 @@ class Future(concurrent.futures.Future):
                 indeterminate=True) from None
 
     def exception(self, timeout: float | None = None):
+        self._check_wait()
         try:
             return super().exception(timeout)
         except builtins.TimeoutError:
@@ -50,6 +64,6 @@ class ApplyFuture(Future):
     ``index`` is the log index the command was applied at (None until then).
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, resolver: int | None = None) -> None:
+        super().__init__(resolver)
         self.index: int | None = None

@@ -68,6 +68,7 @@ class Node:
         self._started = False
         self._closed = False
         self._applier_done = False
+        self._applier_ident: int | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, ApplyFuture] = {}
         self._requests: dict[int, tuple[Future, Callable]] = {}
@@ -122,6 +123,7 @@ class Node:
             self._applier = threading.Thread(target=_applier.run, args=(self,),
                                              name=f"canonical-raft-applier-{self.id}", daemon=True)
             self._applier.start()
+            self._applier_ident = self._applier.ident
             self._started = True
             _live_nodes.add(self)
         return self
@@ -217,7 +219,7 @@ class Node:
                               f"{self._command_limit} (Config.max_command_size)")
         core = self._check_open()
         rid = next(self._ids)
-        fut = ApplyFuture()
+        fut = ApplyFuture(self._applier_ident)
         self._pending[rid] = fut
         core.submit(rid, command)
         self._settle_if_closed(self._pending, rid)
@@ -227,7 +229,7 @@ class Node:
                  on_success: Callable[[Future, int], None] | None = None) -> Future:
         core = self._check_open()
         rid = next(self._ids)
-        fut = Future()
+        fut = Future(self._applier_ident)
         self._requests[rid] = (fut, on_success or (lambda f, _leader: f.set_result(None)))
         submit(core, rid)
         self._settle_if_closed(self._requests, rid)
@@ -254,7 +256,7 @@ class Node:
         """Add a server and promote it to voter once it has caught up. Leader only."""
         check_id(id)
         parse_address(address)
-        outer = Future()
+        outer = Future(self._applier_ident)
 
         def added(fut: Future) -> None:
             if fut.exception() is not None:
