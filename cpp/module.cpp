@@ -12,6 +12,10 @@
 namespace py = pybind11;
 using namespace craft;
 
+namespace craft {
+void init_fixture(py::module_& m);  // fixture.cpp
+}
+
 namespace {
 
 struct LoopCore {
@@ -250,4 +254,5 @@ PYBIND11_MODULE(_core, m) {
     init_codes(m);
     init_loop(m);
     init_node(m);
+    init_fixture(m);
 }

@@ -1,0 +1,597 @@
+// FixtureCore: libraft's raft_fixture (an in-memory, steppable cluster with
+// simulated time, network and disk) with one Python FSM per server.
+//
+// Threading: everything happens on the thread that calls into FixtureCore, with
+// the GIL held. libraft fires FSM apply/snapshot/restore synchronously inside
+// raft_fixture_step, so the FSM glue calls the Python FSM directly; this is the
+// one place in the core where libraft runs under the GIL, which is fine because
+// nothing else ever touches a fixture (no loop thread, no applier thread).
+//
+// Only the fixture's function API is used (LIBRAFT_NOTES rule 20): its struct is
+// allocated here but its fields are never read or written.
+//
+// Preconditions that libraft checks with assert() (compiled out under NDEBUG)
+// are checked here and raised as CoreError instead.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "codec.h"
+#include "compat.h"
+#include "node.h"  // CoreError
+
+#pragma push_macro("__cpp_static_assert")
+#undef __cpp_static_assert
+#define _Static_assert(cond, msg)
+extern "C" {
+#include <raft/fixture.h>
+}
+#undef _Static_assert
+#pragma pop_macro("__cpp_static_assert")
+
+namespace py = pybind11;
+
+namespace craft {
+namespace {
+
+class FixtureCore;
+
+// Nonces of fixture servers: far from NodeCore's, unique per FixtureCore.
+uint64_t next_fixture_nonce = uint64_t(1) << 62;
+
+struct Server {
+    FixtureCore* core = nullptr;
+    unsigned index = 0;
+    uint64_t nonce = 0;
+    struct raft_fsm fsm {};
+    py::object py_fsm;
+    // Commands applied by this server's FSM, by log index (for consistency checks).
+    std::map<uint64_t, std::vector<std::string>> applied;
+    uint64_t restored_at = 0;  // index of the last snapshot restored (0: none)
+    uint64_t snapshots_taken = 0;
+};
+
+struct ApplyReq {
+    struct raft_apply req;
+    FixtureCore* core;
+    uint64_t request_id;
+};
+
+struct Result {
+    uint64_t request_id;
+    uint64_t index;
+    bool ok;
+    py::object value;  // the FSM's return value, or the exception it raised
+};
+
+struct Failure {
+    uint64_t request_id;
+    int code;
+};
+
+bool apply_rejected_early(int rv) {
+    return rv == RAFT_NOTLEADER || rv == RAFT_NOSPACE || rv == RAFT_MALFORMED ||
+           rv == RAFT_CANTCHANGE;
+}
+
+[[noreturn]] void fail(int code, const std::string& msg) { throw CoreError{code, msg}; }
+
+class FixtureCore {
+public:
+    FixtureCore(py::list fsms, bool pre_vote, bool record_applied, bool trace,
+                std::vector<unsigned> election_timeouts)
+        : record_applied_(record_applied) {
+        size_t n = fsms.size();
+        if (n < 1 || n > RAFT_FIXTURE_MAX_SERVERS) {
+            fail(RAFT_INVALID, "a fixture cluster has 1 to " +
+                                   std::to_string(RAFT_FIXTURE_MAX_SERVERS) + " servers");
+        }
+        f_ = std::make_unique<struct raft_fixture>();
+        std::memset(f_.get(), 0, sizeof(struct raft_fixture));
+        int rv = raft_fixture_initialize(f_.get());
+        if (rv != 0) {
+            f_.reset();
+            fail(rv, "raft_fixture_initialize failed");
+        }
+        initialized_ = true;
+        servers_.reserve(n);
+        for (size_t i = 0; i < n; i++) {
+            auto s = std::make_unique<Server>();
+            s->core = this;
+            s->index = static_cast<unsigned>(i);
+            s->nonce = next_fixture_nonce++;
+            s->py_fsm = fsms[i];
+            s->fsm.version = 1;
+            s->fsm.data = s.get();
+            s->fsm.apply = &FixtureCore::fsm_apply;
+            s->fsm.snapshot = &FixtureCore::fsm_snapshot;
+            s->fsm.restore = &FixtureCore::fsm_restore;
+            servers_.push_back(std::move(s));
+            rv = raft_fixture_grow(f_.get(), &servers_.back()->fsm);
+            if (rv != 0) fail(rv, "raft_fixture_grow failed");
+            raft_set_pre_vote(raft(i), pre_vote);
+            // The fixture installs a tracer that prints every event to stderr;
+            // keep it only when asked (struct raft's own field, not the fixture's).
+            if (!trace) raft(i)->tracer = nullptr;
+        }
+        for (size_t i = 0; i < election_timeouts.size() && i < n; i++) {
+            set_election_timeout(static_cast<int>(i), election_timeouts[i]);
+        }
+        struct raft_configuration conf;
+        rv = raft_fixture_configuration(f_.get(), static_cast<unsigned>(n), &conf);
+        if (rv != 0) fail(rv, "raft_fixture_configuration failed");
+        rv = raft_fixture_bootstrap(f_.get(), &conf);
+        raft_configuration_close(&conf);
+        if (rv != 0) fail(rv, "raft_fixture_bootstrap failed");
+        rv = raft_fixture_start(f_.get());
+        if (rv != 0) fail(rv, "raft_fixture_start failed");
+    }
+
+    ~FixtureCore() {
+        // raft_close completes pending requests through on_apply: they only
+        // touch C++ state, and the GIL is held here anyway.
+        if (initialized_) raft_fixture_close(f_.get());
+    }
+
+    unsigned n() const { return static_cast<unsigned>(servers_.size()); }
+
+    struct raft* raft(size_t i) { return raft_fixture_get(f_.get(), static_cast<unsigned>(i)); }
+
+    unsigned check(int i) const {
+        if (i < 0 || static_cast<unsigned>(i) >= n()) {
+            throw py::index_error("no server " + std::to_string(i) + " in a cluster of " +
+                                  std::to_string(n()));
+        }
+        return static_cast<unsigned>(i);
+    }
+
+    // ------------------------------------------------------------ stepping
+
+    // One fixture step, then our own checks and the stashed Python error.
+    py::tuple step() {
+        struct raft_fixture_event* ev = raft_fixture_step(f_.get());
+        after_step();
+        return py::make_tuple(raft_fixture_event_type(ev), raft_fixture_event_server_index(ev));
+    }
+
+    void step_n(unsigned count) {
+        for (unsigned k = 0; k < count; k++) {
+            raft_fixture_step(f_.get());
+            after_step();
+        }
+    }
+
+    // Step until `done` or until max_ms of simulated time elapsed. True if done.
+    template <typename Done>
+    bool step_until(Done done, uint64_t max_ms) {
+        raft_time start = raft_fixture_time(f_.get());
+        while (!done()) {
+            if (raft_fixture_time(f_.get()) - start >= max_ms) return false;
+            raft_fixture_step(f_.get());
+            after_step();
+        }
+        return true;
+    }
+
+    bool step_until_applied(int i, uint64_t index, uint64_t max_ms) {
+        if (i >= 0) {
+            unsigned k = check(i);
+            return step_until([&] { return raft_last_applied(raft(k)) >= index; }, max_ms);
+        }
+        return step_until(
+            [&] {
+                for (unsigned k = 0; k < n(); k++) {
+                    if (raft_fixture_alive(f_.get(), k) && raft_last_applied(raft(k)) < index) {
+                        return false;
+                    }
+                }
+                return true;
+            },
+            max_ms);
+    }
+
+    bool step_until_leader(std::vector<int> exclude, uint64_t max_ms) {
+        uint64_t mask = 0;
+        for (int e : exclude) mask |= uint64_t(1) << check(e);
+        return step_until(
+            [&] {
+                unsigned l = raft_fixture_leader_index(f_.get());
+                return l < n() && !(mask & (uint64_t(1) << l));
+            },
+            max_ms);
+    }
+
+    bool step_until_no_leader(uint64_t max_ms) {
+        return step_until([&] { return raft_fixture_leader_index(f_.get()) >= n(); }, max_ms);
+    }
+
+    bool step_until_state(int i, int state, uint64_t max_ms) {
+        unsigned k = check(i);
+        return step_until([&] { return int(raft_state(raft(k))) == state; }, max_ms);
+    }
+
+    void step_for(uint64_t ms) {
+        step_until([] { return false; }, ms);
+    }
+
+    // ------------------------------------------------------------ elections
+
+    void elect(int i) {
+        unsigned k = check(i);
+        unsigned leader = raft_fixture_leader_index(f_.get());
+        if (leader == k) return;
+        if (leader < n()) fail(RAFT_BUSY, "server " + std::to_string(leader) +
+                                              " is the leader; depose it first");
+        if (!raft_fixture_alive(f_.get(), k)) fail(RAFT_INVALID, "server is killed");
+        if (raft_role(raft(k)) != RAFT_VOTER) fail(RAFT_BADROLE, "server is not a voter");
+        for (unsigned j = 0; j < n(); j++) {
+            if (raft_state(raft(j)) != RAFT_FOLLOWER) {
+                fail(RAFT_BUSY, "server " + std::to_string(j) +
+                                    " is not a follower; step until the cluster settles");
+            }
+        }
+        raft_fixture_start_elect(f_.get(), k);
+        step_until([&] { return raft_fixture_leader_index(f_.get()) < n(); }, 20000);
+        if (raft_fixture_leader_index(f_.get()) != k) {
+            fail(RAFT_NOCONNECTION, "server " + std::to_string(k) +
+                                        " did not win the election (is it cut off?)");
+        }
+    }
+
+    bool depose() {
+        unsigned leader = raft_fixture_leader_index(f_.get());
+        if (leader >= n()) fail(RAFT_NOTLEADER, "there is no stable leader to depose");
+        for (unsigned j = 0; j < n(); j++) {
+            if (j != leader && raft_state(raft(j)) != RAFT_FOLLOWER) {
+                fail(RAFT_BUSY, "server " + std::to_string(j) + " is not a follower");
+            }
+        }
+        raft_fixture_depose(f_.get());
+        after_step();
+        return raft_fixture_leader_index(f_.get()) >= n();
+    }
+
+    // ------------------------------------------------------------ proposals
+
+    // Proposes `data` on server i; returns the log index of the new entry.
+    uint64_t submit(int i, uint64_t request_id, const py::bytes& data) {
+        unsigned k = check(i);
+        struct raft* r = raft(k);
+        if (raft_state(r) != RAFT_LEADER) fail(RAFT_NOTLEADER, "server is not the leader");
+        char* ptr = nullptr;
+        Py_ssize_t len = 0;
+        if (PyBytes_AsStringAndSize(data.ptr(), &ptr, &len) != 0) throw py::error_already_set();
+        std::vector<PendingCommand> cmds(1);
+        cmds[0].request_id = request_id;
+        cmds[0].data.assign(ptr, static_cast<size_t>(len));
+        size_t bytes = kEnvelopeHeader + envelope_command_size(static_cast<size_t>(len));
+        struct raft_buffer buf;
+        buf.len = bytes;
+        buf.base = raft_malloc(bytes);
+        if (buf.base == nullptr) fail(RAFT_NOMEM, "out of memory");
+        encode_envelope(static_cast<char*>(buf.base), servers_[k]->nonce, cmds, 0, 1);
+        auto* req = new ApplyReq{};
+        req->req.data = req;
+        req->core = this;
+        req->request_id = request_id;
+        int rv = raft_apply(r, &req->req, &buf, 1, &FixtureCore::on_apply);
+        if (rv != 0) {
+            if (apply_rejected_early(rv)) raft_free(buf.base);
+            delete req;
+            // raft_errmsg may hold stale, non-UTF-8 bytes after an I/O failure.
+            fail(rv, raft_strerror(rv));
+        }
+        return raft_last_index(r);
+    }
+
+    // Outcomes since the last call: ([(request_id, index, ok, value)], [(request_id, code)]).
+    py::tuple take_outcomes() {
+        py::list results(results_.size());
+        for (size_t i = 0; i < results_.size(); i++) {
+            Result& res = results_[i];
+            results[i] = py::make_tuple(res.request_id, res.index, res.ok, std::move(res.value));
+        }
+        results_.clear();
+        py::list failures(failures_.size());
+        for (size_t i = 0; i < failures_.size(); i++) {
+            failures[i] = py::make_tuple(failures_[i].request_id, failures_[i].code);
+        }
+        failures_.clear();
+        return py::make_tuple(std::move(results), std::move(failures));
+    }
+
+    // ------------------------------------------------------------ faults
+
+    void saturate(int i, int j) { raft_fixture_saturate(f_.get(), pair(i, j), check(j)); }
+    void desaturate(int i, int j) { raft_fixture_desaturate(f_.get(), pair(i, j), check(j)); }
+    bool saturated(int i, int j) { return raft_fixture_saturated(f_.get(), pair(i, j), check(j)); }
+    void disconnect(int i, int j) { raft_fixture_disconnect(f_.get(), pair(i, j), check(j)); }
+    void reconnect(int i, int j) { raft_fixture_reconnect(f_.get(), pair(i, j), check(j)); }
+    void kill(int i) { raft_fixture_kill(f_.get(), check(i)); }
+    void revive(int i) { raft_fixture_revive(f_.get(), check(i)); }
+    bool alive(int i) { return raft_fixture_alive(f_.get(), check(i)); }
+
+    void set_network_latency(int i, unsigned ms) {
+        raft_fixture_set_network_latency(f_.get(), check(i), ms);
+    }
+    void set_disk_latency(int i, unsigned ms) {
+        raft_fixture_set_disk_latency(f_.get(), check(i), ms);
+    }
+    void set_election_timeout(int i, unsigned ms) {
+        // libraft draws the randomized timeout in [election_timeout, 2 x election_timeout].
+        unsigned k = check(i);
+        unsigned base = raft(k)->election_timeout;
+        if (ms < base || ms > 2 * base) {
+            fail(RAFT_INVALID, "the randomized election timeout must be within [" +
+                                   std::to_string(base) + ", " + std::to_string(2 * base) + "]");
+        }
+        raft_fixture_set_randomized_election_timeout(f_.get(), k, ms);
+    }
+    void io_fault(int i, int delay, int repeat) {
+        raft_fixture_io_fault(f_.get(), check(i), delay, repeat);
+    }
+    void set_snapshot_threshold(int i, unsigned n) { raft_set_snapshot_threshold(raft(check(i)), n); }
+    void set_snapshot_trailing(int i, unsigned n) { raft_set_snapshot_trailing(raft(check(i)), n); }
+
+    // ------------------------------------------------------------ inspection
+
+    int leader_index() {
+        unsigned l = raft_fixture_leader_index(f_.get());
+        return l < n() ? static_cast<int>(l) : -1;
+    }
+    uint64_t time() { return raft_fixture_time(f_.get()); }
+    int state(int i) { return static_cast<int>(raft_state(raft(check(i)))); }
+    uint64_t term(int i) { return raft_current_term(raft(check(i))); }
+    uint64_t voted_for(int i) { return raft_voted_for(raft(check(i))); }
+    uint64_t commit_index(int i) { return raft_commit_index(raft(check(i))); }
+    uint64_t last_index(int i) { return raft_last_index(raft(check(i))); }
+    uint64_t last_applied(int i) { return raft_last_applied(raft(check(i))); }
+    py::object fsm(int i) { return servers_[check(i)]->py_fsm; }
+    uint64_t restored_at(int i) { return servers_[check(i)]->restored_at; }
+    uint64_t snapshots_taken(int i) { return servers_[check(i)]->snapshots_taken; }
+    uint64_t steps() const { return steps_; }
+
+    py::object applied_commands(int i, uint64_t index) {
+        auto& m = servers_[check(i)]->applied;
+        auto it = m.find(index);
+        if (it == m.end()) return py::none();
+        py::list out;
+        for (const auto& c : it->second) out.append(py::bytes(c));
+        return std::move(out);
+    }
+
+    // First index at which two servers' FSMs applied different commands, as a
+    // message; None if every index applied by two servers agrees.
+    py::object applied_disagreement() {
+        for (unsigned a = 0; a < n(); a++) {
+            for (unsigned b = a + 1; b < n(); b++) {
+                const auto& ma = servers_[a]->applied;
+                const auto& mb = servers_[b]->applied;
+                for (const auto& [index, cmds] : ma) {
+                    auto it = mb.find(index);
+                    if (it != mb.end() && it->second != cmds) {
+                        return py::str("servers " + std::to_string(a) + " and " +
+                                       std::to_string(b) + " applied different commands at index " +
+                                       std::to_string(index));
+                    }
+                }
+            }
+        }
+        return py::none();
+    }
+
+    // Safety violations seen after any step (two leaders in one term), as messages.
+    std::vector<std::string> violations() const { return violations_; }
+
+private:
+    unsigned pair(int i, int j) {
+        unsigned k = check(i);
+        if (check(j) == k) throw py::value_error("a server has no link to itself");
+        return k;
+    }
+
+    void after_step() {
+        steps_++;
+        // Election safety, across time: one leader per term, ever.
+        for (unsigned k = 0; k < n(); k++) {
+            struct raft* r = raft(k);
+            if (raft_state(r) != RAFT_LEADER) continue;
+            raft_term t = raft_current_term(r);
+            auto [it, inserted] = leaders_.emplace(t, k);
+            if (!inserted && it->second != k && violations_.size() < 16) {
+                violations_.push_back("servers " + std::to_string(it->second) + " and " +
+                                      std::to_string(k) + " were both leader in term " +
+                                      std::to_string(t));
+            }
+        }
+        if (stash_) {
+            py::error_already_set err = std::move(*stash_);
+            stash_.reset();
+            throw err;
+        }
+    }
+
+    // Keeps a non-Exception BaseException (KeyboardInterrupt, SystemExit) raised
+    // inside the FSM to re-raise after the step, outside libraft.
+    bool stash_if_fatal(py::error_already_set& e) {
+        if (e.matches(PyExc_Exception)) return false;
+        if (!stash_) stash_ = std::make_unique<py::error_already_set>(std::move(e));
+        return true;
+    }
+
+    static int fsm_apply(struct raft_fsm* fsm, const struct raft_buffer* buf,
+                         void** result) noexcept {
+        // Must return 0 (LIBRAFT_NOTES rule 6).
+        *result = nullptr;
+        auto* s = static_cast<Server*>(fsm->data);
+        FixtureCore* core = s->core;
+        uint64_t index = raft_last_applied(core->raft(s->index)) + 1;
+        uint64_t nonce = 0;
+        std::vector<DecodedCommand> cmds;
+        std::string_view view(static_cast<const char*>(buf->base), buf->len);
+        if (!decode_envelope(view, &nonce, &cmds)) {
+            if (core->record_applied_) s->applied[index] = {std::string(view)};
+            return 0;
+        }
+        bool mine = nonce == s->nonce;
+        std::vector<std::string>* record = nullptr;
+        if (core->record_applied_) {
+            record = &s->applied[index];
+            record->clear();
+        }
+        try {
+            py::object apply = s->py_fsm.attr("apply");
+            for (const auto& c : cmds) {
+                if (record) record->emplace_back(c.data);
+                py::bytes data(c.data.data(), c.data.size());
+                try {
+                    py::object value = apply(std::move(data));
+                    if (mine && c.request_id) core->results_.push_back({c.request_id, index, true, value});
+                } catch (py::error_already_set& e) {
+                    if (core->stash_if_fatal(e)) continue;
+                    py::object exc = e.value();
+                    if (mine && c.request_id) core->results_.push_back({c.request_id, index, false, exc});
+                }
+            }
+        } catch (py::error_already_set& e) {  // no apply attribute
+            core->stash_if_fatal(e);
+        } catch (...) {
+        }
+        return 0;
+    }
+
+    static int fsm_snapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[],
+                            unsigned* n) noexcept {
+        auto* s = static_cast<Server*>(fsm->data);
+        std::string data;
+        try {
+            py::object out = s->py_fsm.attr("snapshot")();
+            if (!PyBytes_Check(out.ptr())) out = py::bytes(out);
+            data = out.cast<std::string>();
+        } catch (py::error_already_set& e) {
+            s->core->stash_if_fatal(e);
+            return RAFT_IOERR;  // libraft tries again at a later threshold check
+        } catch (...) {
+            return RAFT_IOERR;
+        }
+        auto* out = static_cast<struct raft_buffer*>(raft_malloc(sizeof(struct raft_buffer)));
+        if (out == nullptr) return RAFT_NOMEM;
+        out->len = data.size();
+        out->base = raft_malloc(data.size() > 0 ? data.size() : 8);
+        if (out->base == nullptr) {
+            raft_free(out);
+            return RAFT_NOMEM;
+        }
+        if (!data.empty()) std::memcpy(out->base, data.data(), data.size());
+        *bufs = out;
+        *n = 1;
+        s->snapshots_taken++;
+        return 0;
+    }
+
+    static int fsm_restore(struct raft_fsm* fsm, struct raft_buffer* buf) noexcept {
+        auto* s = static_cast<Server*>(fsm->data);
+        try {
+            py::bytes data(static_cast<const char*>(buf->base), buf->len);
+            s->py_fsm.attr("restore")(std::move(data));
+        } catch (py::error_already_set& e) {
+            s->core->stash_if_fatal(e);
+        } catch (...) {
+        }
+        raft_free(buf->base);
+        s->restored_at = raft_commit_index(s->core->raft(s->index));
+        return 0;
+    }
+
+    static void on_apply(struct raft_apply* r, int status, void*) noexcept {
+        auto* req = static_cast<ApplyReq*>(r->data);
+        // Success is reported by the FSM glue when the proposer applies the entry.
+        if (status != 0) {
+            try {
+                req->core->failures_.push_back({req->request_id, status});
+            } catch (...) {
+            }
+        }
+        delete req;
+    }
+
+    std::unique_ptr<struct raft_fixture> f_;
+    bool initialized_ = false;
+    bool record_applied_;
+    std::vector<std::unique_ptr<Server>> servers_;
+    std::vector<Result> results_;
+    std::vector<Failure> failures_;
+    std::map<uint64_t, unsigned> leaders_;
+    std::vector<std::string> violations_;
+    std::unique_ptr<py::error_already_set> stash_;
+    uint64_t steps_ = 0;
+};
+
+}  // namespace
+
+void init_fixture(py::module_& m) {
+    py::dict events;
+    events["TICK"] = int(RAFT_FIXTURE_TICK);
+    events["NETWORK"] = int(RAFT_FIXTURE_NETWORK);
+    events["DISK"] = int(RAFT_FIXTURE_DISK);
+    events["WORK"] = int(RAFT_FIXTURE_WORK);
+    m.attr("fixture_events") = events;
+    m.attr("FIXTURE_MAX_SERVERS") = int(RAFT_FIXTURE_MAX_SERVERS);
+
+    py::class_<FixtureCore>(m, "FixtureCore")
+        .def(py::init<py::list, bool, bool, bool, std::vector<unsigned>>(), py::arg("fsms"),
+             py::arg("pre_vote") = false, py::arg("record_applied") = true,
+             py::arg("trace") = false, py::arg("election_timeouts") = std::vector<unsigned>())
+        .def_property_readonly("n", &FixtureCore::n)
+        .def_property_readonly("time", &FixtureCore::time)
+        .def_property_readonly("steps", &FixtureCore::steps)
+        .def("step", &FixtureCore::step)
+        .def("step_n", &FixtureCore::step_n, py::arg("count"))
+        .def("step_for", &FixtureCore::step_for, py::arg("ms"))
+        .def("step_until_applied", &FixtureCore::step_until_applied, py::arg("i"),
+             py::arg("index"), py::arg("max_ms"))
+        .def("step_until_leader", &FixtureCore::step_until_leader, py::arg("exclude"),
+             py::arg("max_ms"))
+        .def("step_until_no_leader", &FixtureCore::step_until_no_leader, py::arg("max_ms"))
+        .def("step_until_state", &FixtureCore::step_until_state, py::arg("i"), py::arg("state"),
+             py::arg("max_ms"))
+        .def("elect", &FixtureCore::elect, py::arg("i"))
+        .def("depose", &FixtureCore::depose)
+        .def("submit", &FixtureCore::submit, py::arg("i"), py::arg("request_id"), py::arg("data"))
+        .def("take_outcomes", &FixtureCore::take_outcomes)
+        .def("saturate", &FixtureCore::saturate)
+        .def("desaturate", &FixtureCore::desaturate)
+        .def("saturated", &FixtureCore::saturated)
+        .def("disconnect", &FixtureCore::disconnect)
+        .def("reconnect", &FixtureCore::reconnect)
+        .def("kill", &FixtureCore::kill)
+        .def("revive", &FixtureCore::revive)
+        .def("alive", &FixtureCore::alive)
+        .def("set_network_latency", &FixtureCore::set_network_latency)
+        .def("set_disk_latency", &FixtureCore::set_disk_latency)
+        .def("set_election_timeout", &FixtureCore::set_election_timeout)
+        .def("io_fault", &FixtureCore::io_fault, py::arg("i"), py::arg("delay"),
+             py::arg("repeat"))
+        .def("set_snapshot_threshold", &FixtureCore::set_snapshot_threshold)
+        .def("set_snapshot_trailing", &FixtureCore::set_snapshot_trailing)
+        .def("leader_index", &FixtureCore::leader_index)
+        .def("state", &FixtureCore::state)
+        .def("term", &FixtureCore::term)
+        .def("voted_for", &FixtureCore::voted_for)
+        .def("commit_index", &FixtureCore::commit_index)
+        .def("last_index", &FixtureCore::last_index)
+        .def("last_applied", &FixtureCore::last_applied)
+        .def("fsm", &FixtureCore::fsm)
+        .def("restored_at", &FixtureCore::restored_at)
+        .def("snapshots_taken", &FixtureCore::snapshots_taken)
+        .def("applied_commands", &FixtureCore::applied_commands)
+        .def("applied_disagreement", &FixtureCore::applied_disagreement)
+        .def("violations", &FixtureCore::violations);
+}
+
+}  // namespace craft

@@ -1,0 +1,280 @@
+"""Seeded random-schedule simulation of canonical_raft.testing.Cluster.
+
+Each schedule drives a 3- or 5-server cluster (pre-vote on or off) through a
+random mix of proposals, one-way link cuts and repairs, kills and revivals,
+deposed leaders, network and disk latency changes and election-timeout changes,
+then heals it and checks:
+
+- election safety: never two leaders in one term (checked after every step);
+- state-machine safety: at every index two servers applied, they applied the
+  same commands; servers at the same applied index have equal FSM snapshots;
+- durability: every acknowledged apply is in every server's FSM after healing;
+- liveness: after healing, a leader emerges and every server converges within
+  a bounded simulated time.
+
+A failing schedule reports its seed; replay it with ``run_schedule(seed, ...)``
+and keep it as a named regression test below. The default run covers
+``SIM_SCHEDULES`` (default 500) schedules x ``SIM_STEPS`` (default 2,000) steps;
+``pytest -m slow`` runs 20,000.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+import pytest
+
+import canonical_raft as raft
+from canonical_raft.testing import Cluster
+
+SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "500"))
+STEPS = int(os.environ.get("SIM_STEPS", "2000"))
+SLOW_SCHEDULES = 20_000
+CONFIGS = [(3, False), (3, True), (5, False), (5, True)]
+HEAL_MS = 60_000  # liveness bound after healing, in simulated ms
+# Frequent snapshots (threshold 8..64) in a third of the schedules. Off by default:
+# libraft 0.22.1's fixture io corrupts the heap once a follower that installed a
+# snapshot (its in-memory log then starts past index 1) truncates its log:
+# ioMethodTruncate computes the entries to keep as `index - 1`, ignoring
+# start_index, and memcpy's past the array (valgrind: invalid read in
+# ioMethodTruncate, fixture.c:666; invalid free in ioClose at raft_fixture_close).
+# A fixture-only bug (raft_uv is not affected). SIM_SNAPSHOTS=1 reproduces it
+# within a few hundred schedules.
+SNAPSHOTS = os.environ.get("SIM_SNAPSHOTS", "0") == "1"
+DEPOSE = os.environ.get("SIM_DEPOSE", "1") == "1"
+
+
+class LogFSM(raft.FSM):
+    """Keeps every command; its snapshot is the whole history."""
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+
+    def apply(self, command: bytes):
+        self.commands.append(command)
+        return len(self.commands)
+
+    def snapshot(self) -> bytes:
+        return b"\n".join(self.commands)
+
+    def restore(self, snapshot: bytes) -> None:
+        self.commands = snapshot.split(b"\n") if snapshot else []
+
+
+class ScheduleFailure(AssertionError):
+    pass
+
+
+def run_schedule(seed: int, n: int = 3, pre_vote: bool = False, steps: int = STEPS,
+                 fsm=LogFSM) -> dict:
+    """Run one seeded schedule; raise ScheduleFailure naming the seed on a violation."""
+    try:
+        return _run(seed, n, pre_vote, steps, fsm)
+    except raft.RaftError as exc:  # e.g. no leader after healing: a liveness failure
+        raise ScheduleFailure(f"schedule seed={seed} n={n} pre_vote={pre_vote} failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    except AssertionError as exc:
+        raise ScheduleFailure(f"schedule seed={seed} n={n} pre_vote={pre_vote} failed: "
+                              f"{exc}") from exc
+
+
+def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm) -> dict:
+    c = Cluster(n, fsm=fsm, seed=seed, pre_vote=pre_vote)
+    rng = c.random
+    if rng.random() < 0.3 and SNAPSHOTS:
+        c.set_snapshot_threshold(rng.choice([8, 16, 64]), trailing=rng.choice([2, 4, 16]))
+    proposed: list[tuple[bytes, raft.ApplyFuture]] = []
+    counter = itertools.count()
+    done = 0
+    while done < steps:
+        k = min(rng.randint(1, 30), steps - done)
+        c.step(k)
+        done += k
+        r = rng.random()
+        if r < 0.55:
+            cmd = b"%d/%d" % (seed, next(counter))
+            proposed.append((cmd, c.apply(cmd)))
+        elif r < 0.65:
+            i, j = rng.sample(range(n), 2)
+            if (i, j) in c._cut:
+                c.reconnect(i, j, both=False)
+            else:
+                c.disconnect(i, j, both=False)
+        elif r < 0.70:
+            i = rng.randrange(n)
+            if c.alive(i):
+                if sum(not c.alive(j) for j in range(n)) < n - 1:
+                    c.kill(i)
+            else:
+                c.revive(i)
+        elif r < 0.73:
+            if DEPOSE and c.leader is not None and all(
+                    c.state(j) == raft.State.FOLLOWER for j in range(n) if j != c.leader):
+                try:
+                    c.depose()
+                except raft.RaftError:
+                    pass
+        elif r < 0.82:
+            c.set_network_latency(rng.randrange(n), rng.choice([5, 15, 15, 40, 120, 400]))
+        elif r < 0.90:
+            # Only upwards: a lower latency would reorder in-flight writes, which
+            # the fixture allows but raft_io forbids (see Cluster.set_disk_latency).
+            i = rng.randrange(n)
+            c.set_disk_latency(i, c._disk_latency[i] + rng.choice([0, 5, 20, 60]))
+        elif r < 0.95:
+            c.set_election_timeout(rng.randrange(n), rng.randint(1000, 2000))
+        else:
+            for a, b in list(c._cut):
+                c.reconnect(a, b, both=False)
+
+    # Heal, then demand liveness and convergence within a bounded time.
+    c.heal()
+    # The fixture does not re-randomize election timeouts: each server keeps the
+    # value it was given, so two servers with close values can split the vote
+    # forever. Real Raft draws a new one every round; model that by spreading
+    # the timeouts out once healed.
+    for rank, i in enumerate(rng.sample(range(n), n)):
+        c.set_election_timeout(i, 1000 + rank * 200)
+    deadline = c.time + HEAL_MS
+    for attempt in itertools.count():
+        # A final command commits once a leader holds; it may lose leadership
+        # right after healing (a rejoining server's higher term), so retry.
+        leader = c.step_until_leader(max_ms=max(1, deadline - c.time))
+        final = c.apply(b"final/%d/%d" % (seed, attempt))
+        while not final.done() and c.time < deadline:
+            c.step_for(200)
+        if final.done() and final.exception() is None:
+            break
+        if c.time >= deadline:
+            raise AssertionError(f"liveness: no command committed within {HEAL_MS} ms "
+                                 f"after healing")
+    c.step_until_applied(c.last_index(leader), max_ms=HEAL_MS)
+
+    c.assert_consistent()
+    acked = [cmd for cmd, f in proposed if f.done() and f.exception() is None]
+    for i in range(n):
+        have = set(c.fsm(i).commands)
+        missing = [cmd for cmd in acked if cmd not in have]
+        assert not missing, (f"server {i} lacks {len(missing)} acknowledged commands, "
+                             f"first {missing[0]!r}")
+    return {"steps": c.steps, "acked": len(acked), "proposed": len(proposed),
+            "time_ms": c.time}
+
+
+def _run_many(seeds, n, pre_vote, steps=STEPS, fsm=LogFSM):
+    t0 = time.perf_counter()
+    total_steps = 0
+    for seed in seeds:
+        try:
+            stats = run_schedule(seed, n, pre_vote, steps, fsm)
+        except ScheduleFailure:
+            print(f"\nFAILING SEED: {seed} (n={n}, pre_vote={pre_vote})")
+            raise
+        total_steps += stats["steps"]
+    dt = time.perf_counter() - t0
+    count = len(seeds)
+    print(f"\n{count} schedules n={n} pre_vote={pre_vote}: {dt:.2f}s, "
+          f"{count / dt:.0f} schedules/s, {total_steps / dt:.0f} steps/s")
+
+
+@pytest.mark.parametrize("n,pre_vote", CONFIGS)
+def test_random_schedules(n, pre_vote):
+    per = SCHEDULES // len(CONFIGS)
+    base = 1_000_000 * n + (500_000 if pre_vote else 0)
+    _run_many(range(base, base + per), n, pre_vote)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n,pre_vote", CONFIGS)
+def test_random_schedules_slow(n, pre_vote, request):
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("20,000 schedules: run with -m slow")
+    per = SLOW_SCHEDULES // len(CONFIGS)
+    base = 10_000_000 * n + (5_000_000 if pre_vote else 0)
+    _run_many(range(base, base + per), n, pre_vote)
+
+
+def test_schedule_is_deterministic():
+    assert run_schedule(42, 5, True, 1000) == run_schedule(42, 5, True, 1000)
+
+
+def test_a_diverging_fsm_is_reported_with_its_seed(capsys):
+    """The checks can fail: one replica of this FSM drops every 5th command."""
+    made = itertools.count()
+
+    class Diverging(LogFSM):
+        def __init__(self) -> None:
+            super().__init__()
+            self.broken = next(made) % 3 == 2
+            self.seen = 0
+
+        def apply(self, command: bytes):
+            self.seen += 1
+            if self.broken and self.seen % 5 == 0:
+                return len(self.commands)
+            return super().apply(command)
+
+    with pytest.raises(ScheduleFailure, match=r"seed=7 n=3 pre_vote=False failed: "
+                                              r"replicas disagree"):
+        _run_many([7], 3, False, 600, fsm=Diverging)
+    assert "FAILING SEED: 7" in capsys.readouterr().out
+
+
+def test_regression_figure8_no_commit_of_earlier_term_by_counting():
+    """Raft paper figure 8: a leader must not commit an entry of an earlier term
+    just because a majority stores it (libraft 0.15 did; fixed in 0.17.1).
+
+    Servers are frozen with kill() (a paused server keeps its state) so that
+    only the ones the scenario names take part in each phase.
+    """
+    c = Cluster(5, fsm=LogFSM)
+    c.elect(0)
+    base = c.last_index(0)
+    # (a) S1 leads and gets entry A (of its term) onto S2 only.
+    for j in (2, 3, 4):
+        c.kill(j)
+    a = c.apply(b"A")
+    c.step_for(300)
+    assert c.last_index(1) == a.index and c.commit_index(1) == base
+    c.kill(1)
+    c.step_until_state(0, raft.State.FOLLOWER)  # no majority: it steps down
+    c.kill(0)
+    # (b) S5 is elected by S3, S4 and itself and appends B at the same index, alone.
+    for j in (2, 3, 4):
+        c.revive(j)
+    c.elect(4)
+    c.kill(2)
+    c.kill(3)
+    b = c.apply(b"B")
+    assert b.index == a.index
+    c.step_until_state(4, raft.State.FOLLOWER)
+    c.kill(4)
+    # (c) S1 is elected again (S2, S3, S4 vote) and copies A onto a majority.
+    # Figure 8 forbids committing A by counting replicas; libraft >= 0.17 appends
+    # an entry of the new term on election and commits A only through it.
+    for j in (0, 1, 2, 3):
+        c.revive(j)
+    c.elect(0)
+    c.step_for(500)
+    assert sum(c.last_index(j) >= a.index for j in range(4)) >= 3
+    assert c.last_index(0) > a.index, "no entry of the new term after the election"
+    assert c.commit_index(0) == c.last_index(0)
+    # (d) S1 is stopped. S5 (last term 4) must not win any more: a majority now
+    # holds an entry of term 6, so A, committed, survives and B never applies.
+    for j in (1, 2, 3):
+        c.kill(j)
+    c.step_until_state(0, raft.State.FOLLOWER)
+    c.kill(0)
+    for j in (1, 2, 3, 4):
+        c.revive(j)
+    leader = c.step_until_leader()
+    assert leader != 4
+    d = c.apply(b"D")
+    c.step_until_applied(d.index, leader)
+    c.converge()
+    c.assert_consistent()
+    for j in range(5):
+        assert b"A" in c.fsm(j).commands and b"B" not in c.fsm(j).commands
+    assert b.done() and isinstance(b.exception(), raft.LeadershipLostError)
