@@ -18,7 +18,11 @@
  *
  *   craft_ceiling --id 1 --dir DIR --cluster 1=127.0.0.1:9001,2=...,3=...
  *                 [--batch 64] [--size 64] [--inflight 1,10,1000] [--seconds 5]
- *                 [--latency-seconds 5] [--expect-file PATH]
+ *                 [--latency-seconds 5] [--expect-file PATH] [--nodelay 1]
+ *
+ * --nodelay 1 is a diagnostic, not the ceiling: raft_uv's TCP transport leaves
+ * Nagle's algorithm on; this wraps the transport to set TCP_NODELAY on every
+ * connection, to show what that costs.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -57,6 +61,7 @@ static struct {
     double seconds;
     double latency_seconds;
     double warmup_seconds;
+    int nodelay;
 } opt = {.batch = 1, .size = 64, .seconds = 5.0, .latency_seconds = 5.0,
          .warmup_seconds = 0.5};
 
@@ -64,7 +69,7 @@ static void usage(const char *msg) {
     fprintf(stderr, "craft_ceiling: %s\n"
             "usage: craft_ceiling --id N --dir DIR --cluster ID=HOST:PORT,... "
             "[--batch K] [--size B] [--inflight N,N,...] [--seconds S] "
-            "[--latency-seconds S] [--expect-file PATH]\n", msg);
+            "[--latency-seconds S] [--expect-file PATH] [--nodelay 0|1]\n", msg);
     exit(2);
 }
 
@@ -102,10 +107,12 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--latency-seconds")) opt.latency_seconds = strtod(v, NULL);
         else if (!strcmp(a, "--warmup-seconds")) opt.warmup_seconds = strtod(v, NULL);
         else if (!strcmp(a, "--expect-file")) opt.expect_file = v;
+        else if (!strcmp(a, "--nodelay")) opt.nodelay = atoi(v);
         else usage("unknown option");
         i++;
     }
-    if (opt.id == 0 || opt.dir == NULL || opt.n_servers == 0) usage("--id, --dir and --cluster are required");
+    if (opt.id == 0 || opt.dir == NULL || opt.n_servers == 0)
+        usage("--id, --dir and --cluster are required");
     if (opt.batch == 0) usage("--batch must be >= 1");
 }
 
@@ -391,6 +398,41 @@ static void schedule_refill(void) {
     }
 }
 
+/* ------------------------------------------------------------------ TCP_NODELAY */
+
+static raft_uv_accept_cb accept_cb;
+static raft_uv_connect_cb connect_cb;
+static int (*tcp_listen)(struct raft_uv_transport *, raft_uv_accept_cb);
+static int (*tcp_connect)(struct raft_uv_transport *, struct raft_uv_connect *, raft_id,
+                          const char *, raft_uv_connect_cb);
+
+static void set_nodelay(struct uv_stream_s *stream) {
+    if (stream != NULL && stream->type == UV_TCP) uv_tcp_nodelay((uv_tcp_t *)stream, 1);
+}
+
+static void nodelay_accept_cb(struct raft_uv_transport *t, raft_id id, const char *address,
+                              struct uv_stream_s *stream) {
+    set_nodelay(stream);
+    accept_cb(t, id, address, stream);
+}
+
+static void nodelay_connect_cb(struct raft_uv_connect *req, struct uv_stream_s *stream,
+                               int status) {
+    if (status == 0) set_nodelay(stream);
+    connect_cb(req, stream, status);
+}
+
+static int nodelay_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb) {
+    accept_cb = cb;
+    return tcp_listen(t, nodelay_accept_cb);
+}
+
+static int nodelay_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
+                           const char *address, raft_uv_connect_cb cb) {
+    connect_cb = cb; /* raft_uv passes the same callback for every connection */
+    return tcp_connect(t, req, id, address, nodelay_connect_cb);
+}
+
 /* ------------------------------------------------------------------ lifecycle */
 
 static int draining;
@@ -411,7 +453,8 @@ static void tick_cb(uv_timer_t *h) {
     if (draining) {
         if (applied_commands >= expected || expected == UINT64_MAX || now_s() > drain_deadline) {
             printf("COUNT %llu\n", (unsigned long long)applied_commands);
-            if (malformed_entries) printf("MALFORMED %llu\n", (unsigned long long)malformed_entries);
+            if (malformed_entries)
+                printf("MALFORMED %llu\n", (unsigned long long)malformed_entries);
             fflush(stdout);
             uv_timer_stop(&tick);
             uv_timer_stop(&refill);
@@ -461,6 +504,12 @@ int main(int argc, char **argv) {
     transport.data = NULL;
     int rv = raft_uv_tcp_init(&transport, &loop);
     if (rv != 0) die("raft_uv_tcp_init", rv, transport.errmsg);
+    if (opt.nodelay) {
+        tcp_listen = transport.listen;
+        tcp_connect = transport.connect;
+        transport.listen = nodelay_listen;
+        transport.connect = nodelay_connect;
+    }
     rv = raft_uv_init(&io, &loop, opt.dir, &transport);
     if (rv != 0) die("raft_uv_init", rv, io.errmsg);
     raft_uv_set_auto_recovery(&io, false);

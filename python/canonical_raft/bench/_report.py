@@ -1,0 +1,185 @@
+"""The benchmark's table, targets and chart."""
+
+from __future__ import annotations
+
+import sys
+
+REF_INFLIGHT = 1000
+
+TARGETS = (
+    ("throughput >= 3x PySyncObj's best run (any mode, any in-flight)", "vs_pysyncobj", 3.0,
+     ">="),
+    ("throughput >= 50% of the C ceiling at 64 commands/entry", "vs_ceiling", 0.5, ">="),
+    ("one-at-a-time p50 <= 1.25x the C ceiling's", "p50_vs_ceiling", 1.25, "<="),
+)
+
+
+def label(run: dict) -> str:
+    return f"{run['system']} ({run['variant']})" if run.get("variant") else run["system"]
+
+
+def size_label(size: int) -> str:
+    return f"{size // 1024} KiB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
+
+
+def _find(items: list[dict], **key) -> dict | None:
+    for it in items:
+        if all(it.get(k) == v for k, v in key.items()):
+            return it
+    return None
+
+
+def rows(results: dict) -> list[dict]:
+    """One row per system x workload at the reference in-flight, with ratios."""
+    runs, lats = results["runs"], results["latency"]
+    out = []
+    for r in runs:
+        if r["inflight"] != REF_INFLIGHT:
+            continue
+        key = {"system": r["system"], "variant": r["variant"], "nodes": r["nodes"],
+               "size": r["size"]}
+        lat = _find(lats, **key) or {}
+        pso = [x["applies_per_s"] for x in runs
+               if x["system"] == "pysyncobj" and x["size"] == r["size"]
+               and x["nodes"] == r["nodes"] and x["inflight"] == REF_INFLIGHT]
+        ceil = (_find(runs, system="ceiling", variant="64/entry", nodes=r["nodes"], size=r["size"],
+                      inflight=REF_INFLIGHT)
+                or _find(runs, system="ceiling", variant="64/entry", nodes=3, size=r["size"],
+                         inflight=REF_INFLIGHT))
+        ceil_lat = (_find(lats, system="ceiling", variant="1/entry", nodes=r["nodes"],
+                          size=r["size"])
+                    or _find(lats, system="ceiling", variant="1/entry", nodes=3, size=r["size"]))
+        p50 = lat.get("p50_ms")
+        out.append({
+            **key, "workload": f"{r['nodes']} nodes, {size_label(r['size'])}, "
+                               f"{r['inflight']} in flight",
+            "applies_per_s": r["applies_per_s"], "p50_ms": p50, "p99_ms": lat.get("p99_ms"),
+            "p999_ms": lat.get("p999_ms"),
+            "vs_pysyncobj": r["applies_per_s"] / max(pso) if pso and max(pso) > 0 else None,
+            "vs_ceiling": r["applies_per_s"] / ceil["applies_per_s"]
+            if ceil and ceil["applies_per_s"] > 0 else None,
+            "p50_vs_ceiling": p50 / ceil_lat["p50_ms"]
+            if p50 is not None and ceil_lat and ceil_lat.get("p50_ms") else None,
+            "leader_cpu_us": 1e6 * r["leader_cpu_s"] / r["acked"]
+            if r.get("leader_cpu_s") is not None and r["acked"] else None,
+            "all_nodes_cpu_us": 1e6 * sum(r["cpu_s"].values()) / r["acked"]
+            if r.get("cpu_s") and r["acked"] else None,
+            "durability": r["durability"], "verified": r["verified"] is not None,
+        })
+    return out
+
+
+def targets(results: dict) -> list[dict]:
+    """The issue's targets for canonical-raft (3 nodes, 64 B, 1000 in flight). PySyncObj
+    is given its best run of this size at any in-flight value, in either mode."""
+    row = _find(rows(results), system="canonical-raft", nodes=3, size=64)
+    pso = [r["applies_per_s"] for r in results["runs"]
+           if r["system"] == "pysyncobj" and r["nodes"] == 3 and r["size"] == 64]
+    if row:
+        row = dict(row, vs_pysyncobj=row["applies_per_s"] / max(pso) if pso and max(pso) else None)
+    out = []
+    for text, field, bound, op in TARGETS:
+        value = row.get(field) if row else None
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out.append({"target": text, "value": value, "met": met})
+    return out
+
+
+def _f(v, fmt: str, none: str = "-") -> str:
+    return none if v is None else format(v, fmt)
+
+
+def print_table(results: dict, file=sys.stdout) -> None:
+    m = results["machine"]
+    print(f"\ncanonical-raft benchmark ({results['mode']} mode): {m['summary']}", file=file)
+    print(f"data dir on {m['filesystem']}; load average {m['loadavg_start']} at start, "
+          f"{m['loadavg_end']} at end (numbers drift on a shared machine: compare ratios)\n",
+          file=file)
+    w = 34
+    head = (f"{'system':<{w}}{'workload':<29}{'applies/s':>11}{'p50 ms':>8}{'p99 ms':>8}"
+            f"{'p99.9':>8}{'xPySyncObj':>11}{'xceiling':>9}{'p50 xceil':>10}{'CPU us/cmd':>11}"
+            f"  durability")
+    print(head, file=file)
+    print("-" * len(head), file=file)
+    for r in rows(results):
+        print(f"{label(r):<{w}}{r['workload']:<29}{r['applies_per_s']:>11,.0f}"
+              f"{_f(r['p50_ms'], '.3f'):>8}{_f(r['p99_ms'], '.3f'):>8}{_f(r['p999_ms'], '.3f'):>8}"
+              f"{_f(r['vs_pysyncobj'], '.2f'):>11}{_f(r['vs_ceiling'], '.2f'):>9}"
+              f"{_f(r['p50_vs_ceiling'], '.2f'):>10}{_f(r['leader_cpu_us'], '.2f'):>11}"
+              f"  {r['durability']}", file=file)
+    print("(every throughput run verified: each node's FSM counted exactly the acknowledged "
+          "commands; p50/p99/p99.9: one apply at a time;\n CPU us/cmd: CPU time of the leader's "
+          "process, which also runs the load, per acknowledged command)", file=file)
+
+    scale = sorted({r["inflight"] for r in results["runs"]})
+    series = {}
+    for r in results["runs"]:
+        if r["size"] == 64:
+            series.setdefault((label(r), r["nodes"]), {})[r["inflight"]] = r["applies_per_s"]
+    if len(scale) > 1:
+        print(f"\nthroughput (applies/s, 64 B) by commands in flight", file=file)
+        print(f"{'system':<{w}}{'nodes':>6}" + "".join(f"{n:>11,}" for n in scale), file=file)
+        for (name, nodes), pts in series.items():
+            print(f"{name:<{w}}{nodes:>6}" + "".join(f"{_f(pts.get(n), ',.0f'):>11}"
+                                                      for n in scale), file=file)
+
+    lim = results["limits"]
+    print("\nphysical limits (p50 / p99 ms):", file=file)
+    for key, text in (("fsync_append", "fsync of a 4 KiB append"),
+                      ("dsync_prealloc", "4 KiB O_DSYNC write, preallocated file (raft_uv's way)"),
+                      ("loopback_rtt", "loopback TCP round trip, 64 B")):
+        v = lim.get(key)
+        if v:
+            print(f"  {text:<56}{_f(v['p50_ms'], '.3f'):>8} / {_f(v['p99_ms'], '.3f')}",
+                  file=file)
+    if results["snapshots"]:
+        print("\nsnapshot installed on a lagging node (canonical-raft, 3 nodes):", file=file)
+        for s in results["snapshots"]:
+            print(f"  {s['size'] / 2**20:>6.0f} MiB: {s['seconds']:.2f} s from start() to "
+                  f"caught up ({s['snapshots_restored']} snapshot(s) restored)", file=file)
+    if results["rss"]:
+        print("\nRSS of each node process (MiB, now / peak):", file=file)
+        for r in results["rss"]:
+            nodes = "  ".join(f"n{i} {_f(v['rss_kib'] and v['rss_kib'] / 1024, '.0f')}/"
+                              f"{_f(v['hwm_kib'] and v['hwm_kib'] / 1024, '.0f')}"
+                              for i, v in sorted(r["nodes"].items(), key=lambda kv: int(kv[0])))
+            print(f"  {r['what']:<60}{nodes}", file=file)
+    print("\ntargets (canonical-raft, 3 nodes, 64 B, 1000 in flight):", file=file)
+    for t in targets(results):
+        state = "n/a" if t["met"] is None else ("MET" if t["met"] else "NOT MET")
+        print(f"  {t['target']:<66}{_f(t['value'], '.2f'):>7}  {state}", file=file)
+    if results["errors"]:
+        print("\nFAILED:", file=file)
+        for e in results["errors"]:
+            print(f"  {e}", file=file)
+
+
+def plot(results: dict, path: str) -> str | None:
+    """Throughput vs commands in flight for each system; None, or why not."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "--plot needs matplotlib (pip install matplotlib); no chart written"
+    fig, ax = plt.subplots(figsize=(8, 5))
+    series: dict = {}
+    for r in results["runs"]:
+        if r["size"] == 64:
+            series.setdefault(f"{label(r)}, {r['nodes']} nodes", []).append(
+                (r["inflight"], r["applies_per_s"]))
+    for name, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("commands in flight")
+    ax.set_ylabel("committed applies/s (64 B commands)")
+    ax.set_title(f"canonical-raft benchmark ({results['mode']}): {results['machine']['summary']}",
+                 fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
