@@ -5,13 +5,12 @@ include(CheckIncludeFile)
 
 set(LIBRAFT_VERSION 0.22.1)
 set(LIBRAFT_SRC "${PROJECT_SOURCE_DIR}/third_party/libraft-${LIBRAFT_VERSION}")
-if(NOT EXISTS "${LIBRAFT_SRC}/include/raft.h.in")
-  execute_process(COMMAND bash "${PROJECT_SOURCE_DIR}/third_party/fetch_libraft.sh"
-                  RESULT_VARIABLE fetch_rc)
-  if(NOT fetch_rc EQUAL 0 OR NOT EXISTS "${LIBRAFT_SRC}/include/raft.h.in")
-    message(FATAL_ERROR "could not fetch the libraft ${LIBRAFT_VERSION} source; "
-                        "see third_party/fetch_libraft.sh")
-  endif()
+# Always run: it fetches once, and (re)applies our fixes to the release source.
+execute_process(COMMAND bash "${PROJECT_SOURCE_DIR}/third_party/fetch_libraft.sh"
+                RESULT_VARIABLE fetch_rc)
+if(NOT fetch_rc EQUAL 0 OR NOT EXISTS "${LIBRAFT_SRC}/include/raft.h.in")
+  message(FATAL_ERROR "could not fetch the libraft ${LIBRAFT_VERSION} source; "
+                      "see third_party/fetch_libraft.sh")
 endif()
 
 # raft.h is generated from raft.h.in: the only substitution is the legacy (v0) switch.

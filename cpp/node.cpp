@@ -35,6 +35,53 @@ uint64_t random_nonce() {
     return n == 0 ? 1 : n;
 }
 
+// libraft's TCP transport leaves Nagle's algorithm on, so small Raft messages can
+// wait for delayed ACKs (tens of ms at p99). Its listen/connect are wrapped to set
+// TCP_NODELAY on every stream. The wrapped functions and callbacks are libraft's
+// own, the same for every node, so process-wide pointers suffice.
+using ListenFn = int (*)(struct raft_uv_transport*, raft_uv_accept_cb);
+using ConnectFn = int (*)(struct raft_uv_transport*, struct raft_uv_connect*, raft_id,
+                          const char*, raft_uv_connect_cb);
+std::atomic<ListenFn> g_listen{nullptr};
+std::atomic<ConnectFn> g_connect{nullptr};
+std::atomic<raft_uv_accept_cb> g_accept_cb{nullptr};
+std::atomic<raft_uv_connect_cb> g_connect_cb{nullptr};
+
+void set_nodelay(struct uv_stream_s* stream) {
+    if (stream != nullptr && stream->type == UV_TCP) {
+        uv_tcp_nodelay(reinterpret_cast<uv_tcp_t*>(stream), 1);
+    }
+}
+
+void accept_nodelay(struct raft_uv_transport* t, raft_id id, const char* address,
+                    struct uv_stream_s* stream) {
+    set_nodelay(stream);
+    g_accept_cb.load()(t, id, address, stream);
+}
+
+int listen_nodelay(struct raft_uv_transport* t, raft_uv_accept_cb cb) {
+    g_accept_cb = cb;
+    return g_listen.load()(t, &accept_nodelay);
+}
+
+void connect_nodelay_cb(struct raft_uv_connect* req, struct uv_stream_s* stream, int status) {
+    if (status == 0) set_nodelay(stream);
+    g_connect_cb.load()(req, stream, status);
+}
+
+int connect_nodelay(struct raft_uv_transport* t, struct raft_uv_connect* req, raft_id id,
+                    const char* address, raft_uv_connect_cb cb) {
+    g_connect_cb = cb;
+    return g_connect.load()(t, req, id, address, &connect_nodelay_cb);
+}
+
+void wrap_transport(struct raft_uv_transport* t) {
+    g_listen = t->listen;
+    g_connect = t->connect;
+    t->listen = &listen_nodelay;
+    t->connect = &connect_nodelay;
+}
+
 // Early rejections after which the caller still owns the buffer (LIBRAFT_NOTES rule 5).
 bool apply_rejected_early(int rv) {
     return rv == RAFT_NOTLEADER || rv == RAFT_NOSPACE || rv == RAFT_MALFORMED ||
@@ -75,6 +122,7 @@ void NodeImpl::do_start(std::promise<CoreError>* result) {
         result->set_value({rv, std::string("transport: ") + transport_.errmsg});
         return;
     }
+    wrap_transport(&transport_);
     if (!opts_.bind_address.empty()) {
         rv = raft_uv_tcp_set_bind_address(&transport_, opts_.bind_address.c_str());
         if (rv != 0) {

@@ -13,7 +13,22 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 DEST="$HERE/libraft-$VERSION"
 WORK="$HERE/.fetch"
 
-[[ -f "$DEST/include/raft.h.in" ]] && exit 0
+apply_fixes() {
+  # Fixes of ours to bugs of the 0.22.1 release, applied to the extracted source
+  # (idempotent; each one checks that it took).
+  local legacy="$DEST/src/legacy.c"
+  # takeSnapshotCb clears legacy.snapshot_pending before reading it, then starts
+  # persisting a NULL request: a SIGSEGV when an InstallSnapshot arrives while the
+  # node takes its own snapshot. Read it first, then clear it.
+  perl -0pi -e 's/(\n[ \t]*)r->legacy\.snapshot_pending = NULL;(\n[ \t]*)persist = r->legacy\.snapshot_pending;/$1persist = r->legacy.snapshot_pending;$2r->legacy.snapshot_pending = NULL;/' "$legacy"
+  grep -Pzq 'persist = r->legacy\.snapshot_pending;\n[ \t]*r->legacy\.snapshot_pending = NULL;' "$legacy" || {
+    echo "fetch_libraft: could not apply the snapshot_pending fix to $legacy" >&2; exit 1; }
+}
+
+if [[ -f "$DEST/include/raft.h.in" ]]; then
+  apply_fixes
+  exit 0
+fi
 
 mkdir -p "$WORK"
 tarball="$WORK/raft_$VERSION.orig.tar.gz"
@@ -62,4 +77,5 @@ echo "$SHA256  $tarball" | sha256sum -c --quiet - || {
 rm -rf "$DEST.tmp" && mkdir -p "$DEST.tmp"
 tar -xzf "$tarball" -C "$DEST.tmp" --strip-components=1
 mv "$DEST.tmp" "$DEST"
+apply_fixes
 echo "fetch_libraft: libraft $VERSION source in $DEST" >&2
