@@ -161,6 +161,10 @@ void NodeImpl::do_start(std::promise<CoreError>* result) {
         return;
     }
     raft_.data = this;
+    // raft_uv seeds libraft's election PRNG from the clock, so nodes started in one
+    // process together draw identical election timeouts and can split the vote
+    // forever. Seed each node from the OS.
+    raft_seed(&raft_, static_cast<unsigned>(random_nonce()));
     // Silence the default stderr tracer: it formats every trace line even when off.
     raft_.tracer = opts_.trace_level > 0 ? &tracer_ : nullptr;
     raft_set_election_timeout(&raft_, opts_.election_timeout_ms);
