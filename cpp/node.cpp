@@ -177,8 +177,9 @@ void NodeImpl::do_start(std::promise<CoreError>* result) {
     raft_set_max_catch_up_rounds(&raft_, opts_.max_catch_up_rounds);
     raft_set_max_catch_up_round_duration(&raft_, opts_.max_catch_up_round_duration_ms);
     // raft_uv reports capacity as prepared segments plus free space in open ones;
-    // the default threshold (4 MiB) starves small segments (LIBRAFT_NOTES rule 10).
-    size_t threshold_kib = opts_.segment_size / 1024;
+    // the default threshold (4 MiB) starves small segments (LIBRAFT_NOTES rule 10),
+    // and a whole segment still fails bursts while the next one is being prepared.
+    size_t threshold_kib = opts_.segment_size / 1024 / 4;
     if (threshold_kib > 4096) threshold_kib = 4096;
     raft_set_capacity_threshold(&raft_, static_cast<unsigned short>(threshold_kib));
 

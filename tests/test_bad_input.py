@@ -76,9 +76,6 @@ def test_non_str_address_is_rejected(tmp_path, bad):
 
 
 # Both pass the Python check today, then fail in C with StorageError("I/O error").
-@pytest.mark.xfail(strict=True, reason="parse_address: str.isdigit() accepts non-ASCII digits "
-                   "and 256.1.1.1 passes as a hostname; start() then fails with "
-                   "StorageError('I/O error')")
 @pytest.mark.parametrize("bad", ["127.0.0.1:\u0968\u0966", "256.1.1.1:80"])
 def test_address_python_check_is_strict(tmp_path, bad):
     with pytest.raises(raft.InvalidConfigError):
@@ -184,7 +181,6 @@ def test_bad_config_value_names_the_field(tmp_path, addr, changes, field):
 
 # validate() accepts these; start() then dies in to_options (OverflowError or a
 # pybind11 "incompatible function arguments" TypeError), or the node misbehaves.
-@pytest.mark.xfail(strict=True, reason="Config.validate has no upper bounds / no bool checks")
 @pytest.mark.parametrize("changes, field", [
     ({"election_timeout": math.inf}, "election_timeout"),        # OverflowError at start
     ({"election_timeout": 1e9}, "election_timeout"),             # ms overflow a C unsigned
@@ -199,15 +195,11 @@ def test_out_of_range_config_value_names_the_field(changes, field):
         raft.Config(**changes).validate()
 
 
-@pytest.mark.xfail(strict=True, reason="timeouts under 1 ms pass validate, round to 0 ms in "
-                   "to_options, and libraft then divides by zero (SIGFPE)")
 def test_sub_millisecond_election_timeout_is_rejected():
     with pytest.raises(raft.InvalidConfigError, match="Config.election_timeout"):
         raft.Config(election_timeout=0.0004, heartbeat_timeout=0.0001).validate()
 
 
-@pytest.mark.xfail(strict=True, reason="election_timeout rounding to 0 ms kills the process "
-                   "with SIGFPE inside libraft")
 def test_sub_millisecond_election_timeout_does_not_crash(tmp_path):
     proc = run_child("""
         import canonical_raft as raft
@@ -239,22 +231,14 @@ def test_data_dir_that_is_a_file_is_rejected_at_start(tmp_path, addr):
     node.close()
 
 
-@pytest.mark.xfail(strict=True, reason="os.path.abspath('') is the working directory: the "
-                   "node silently uses the cwd as its data dir")
 def test_empty_data_dir_is_rejected(addr):
     with pytest.raises(raft.InvalidConfigError, match="data_dir"):
         raft.Node(1, addr, KV(), "")
 
 
-@pytest.mark.xfail(strict=True, reason="start() lets os.makedirs' plain ValueError "
-                   "('embedded null byte') escape instead of InvalidConfigError")
 def test_data_dir_with_nul_byte_is_an_invalid_config_error(tmp_path, addr):
-    node = raft.Node(1, addr, KV(), str(tmp_path / "a\x00b"), cluster={1: addr})
-    try:
-        with pytest.raises(raft.InvalidConfigError, match="data_dir"):
-            node.start()
-    finally:
-        node.close()
+    with pytest.raises(raft.InvalidConfigError, match="data_dir"):
+        raft.Node(1, addr, KV(), str(tmp_path / "a\x00b"), cluster={1: addr})
 
 
 def test_locked_data_dir_is_refused_and_owner_unaffected(node):
@@ -316,8 +300,6 @@ def test_port_in_use_fails_start_quickly_and_owner_unaffected(tmp_path, addr, po
         assert node.apply(b"set k v").result(WAIT) == "v"
 
 
-@pytest.mark.xfail(strict=True, reason="a taken port surfaces as StorageError('I/O error'): the "
-                   "data-dir class, and no word of the address (libraft's listen sets no errmsg)")
 def test_port_in_use_error_says_so(tmp_path, addr, port):
     with socket.socket() as owner:
         owner.bind(("127.0.0.1", port))

@@ -274,9 +274,6 @@ def test_zeroed_metadata_fails_start_naming_the_file(segments_base, tmp_path):
     assert "metadata1" in out["message"], out
 
 
-@pytest.mark.xfail(strict=True, reason="libraft reports a zeroed metadata file as "
-                   "RAFT_MALFORMED ('bad format version 0'), which errors.py does not map: "
-                   "a bare RaftError instead of CorruptError")
 def test_zeroed_metadata_is_a_corrupt_error(segments_base, tmp_path):
     d = copy(segments_base, tmp_path)
     zero_metadata(d)
@@ -286,9 +283,6 @@ def test_zeroed_metadata_is_a_corrupt_error(segments_base, tmp_path):
 
 # A metadata file shorter than 32 bytes is taken by libraft as a crash mid-write
 # and deleted: the node then believes it is brand new (term 0) beside its log.
-@pytest.mark.xfail(strict=True, reason="bootstrap on the 'new' node collides with the existing "
-                   "first segment: StorageError('bootstrap: '), empty after the colon (libraft "
-                   "only traces the cause; the core adds no fallback), after writing metadata1")
 def test_empty_metadata_gives_a_clear_error_or_a_working_node(segments_base, tmp_path):
     d = copy(segments_base, tmp_path)
     (d / "metadata1").write_bytes(b"")
@@ -299,8 +293,6 @@ def test_empty_metadata_gives_a_clear_error_or_a_working_node(segments_base, tmp
         assert "stuck" not in out and out["state"] == segments_base.state, out
 
 
-@pytest.mark.xfail(strict=True, reason="without a cluster dict (a node that joined) the node "
-                   "becomes leader at term 0 and never commits: barrier() times out")
 def test_empty_metadata_on_a_joined_node_does_not_stall(segments_base, tmp_path):
     d = copy(segments_base, tmp_path)
     (d / "metadata1").write_bytes(b"")
@@ -320,9 +312,6 @@ def test_truncated_snapshot_meta_is_corrupt_error(snapshots_base, tmp_path):
     assert "snapshot" in out["message"], out
 
 
-@pytest.mark.xfail(strict=True, reason="libraft 0.22.1 keeps no checksum of snapshot data and the "
-                   "core adds none: start() succeeds and FSM.restore() is handed the truncated "
-                   "bytes (a restore() that raises then kills the applier thread)")
 def test_truncated_snapshot_is_detected(snapshots_base, tmp_path):
     d = copy(snapshots_base, tmp_path)
     newest = d / snapshot_files(d)[-1]
@@ -335,9 +324,6 @@ def test_truncated_snapshot_is_detected(snapshots_base, tmp_path):
         assert out["state"] == snapshots_base.state, out
 
 
-@pytest.mark.xfail(strict=True, reason="start() succeeds, FSM.restore() raises on the truncated "
-                   "bytes on the applier thread, which dies ('applier thread crashed'): the node "
-                   "stays LEADER while every apply fails with ShutdownError")
 def test_truncated_snapshot_with_a_strict_fsm_fails_start(snapshots_base, tmp_path):
     d = copy(snapshots_base, tmp_path)
     newest = d / snapshot_files(d)[-1]
@@ -348,9 +334,6 @@ def test_truncated_snapshot_with_a_strict_fsm_fails_start(snapshots_base, tmp_pa
 
 # ------------------------------------------------------------------ segment size vs. capacity
 
-@pytest.mark.xfail(strict=True, reason="libraft's uvUpdateCapacity stores free KiB in an unsigned "
-                   "short: 2 prepared 32 MiB segments wrap to 0, below the core's 4 MiB capacity "
-                   "threshold, so every apply fails with NoSpaceError (validate accepts the size)")
 def test_large_segments_accept_applies(tmp_path, port):
     config = FAST.replace(segment_size=32 * MiB)
     try:
@@ -364,9 +347,9 @@ def test_large_segments_accept_applies(tmp_path, port):
 
 
 # Not strict: whether the prepared-segment pool runs dry during a burst is a race.
-@pytest.mark.xfail(strict=False, reason="the core sets the capacity threshold to the whole "
-                   "segment size (1 MiB here): whenever the prepared pool is being refilled "
-                   "mid-burst, applies fail with NoSpaceError on a disk with plenty of room")
+@pytest.mark.xfail(strict=False, reason="with 1 MiB segments a burst can outrun raft_uv's "
+                   "segment preparation: libraft then refuses applies with NoSpaceError "
+                   "(backpressure, not lost data: the command was never appended)")
 def test_small_segments_survive_a_burst_without_nospace(tmp_path, port):
     addr = f"127.0.0.1:{port}"
     config = raft.Config(**SMALL_SEGMENTS)

@@ -18,7 +18,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from .config import Config
-from .errors import (BadIdError, CantBootstrapError, CantChangeError, CorruptError,
+from .errors import (AddressInUseError, BadIdError, CantBootstrapError, CantChangeError, CorruptError,
                      DataDirLockedError, InvalidConfigError, LeadershipLostError,
                      NoConnectionError, NoSpaceError, NotLeaderError, RaftError,
                      ShutdownError, StorageError, TimeoutError, TooBigError)
@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 __libraft_version__ = _core.libraft_version
 
 __all__ = [
-    "ApplyFuture", "BadIdError", "CantBootstrapError", "CantChangeError", "Config",
+    "AddressInUseError", "ApplyFuture", "BadIdError", "CantBootstrapError", "CantChangeError", "Config",
     "CorruptError", "DataDirLockedError", "FSM", "Future", "InvalidConfigError", "Leader",
     "LeadershipEvent", "LeadershipLostError", "NoConnectionError", "NoSpaceError", "Node",
     "NotLeaderError", "RaftError", "Role", "Server", "ShutdownError", "State",

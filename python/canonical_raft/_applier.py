@@ -29,42 +29,61 @@ _TRACE_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: loggi
 
 def run(node: Node) -> None:
     core = node._core
-    try:
-        while True:
-            items = core.drain(250)
-            if items is None:
+    while True:
+        items = core.drain(250)
+        if items is None:
+            return
+        try:
+            if not process(node, items):
                 return
-            for item in items:
-                kind = item[0]
-                if kind == COMMAND:
-                    _apply(node, item)
-                elif kind == APPLY_FAILED:
-                    _apply_failed(node, item)
-                elif kind == REQUEST_DONE:
-                    _request_done(node, item)
-                elif kind == RESTORE:
-                    _restore(node, item)
-                elif kind == SNAPSHOT:
-                    _snapshot(node, item)
-                elif kind == EVENT:
-                    _event(node, item)
-                elif kind == LOG:
-                    trace_log.log(_TRACE_LEVELS.get(item[1], logging.DEBUG), "node %d: %s",
-                                  node.id, item[2])
-                elif kind == ADVANCE:
-                    if item[1] > node._applied:
-                        node._applied = item[1]
-                elif kind == CLOSED:
-                    _closed(node)
-                    return
-    except BaseException:  # a bug of ours: say so loudly, fail what waits
-        log.critical("node %d: applier thread crashed", node.id, exc_info=True)
-        _closed(node)
-        raise
+        except BaseException as exc:  # FSM.restore failed, or a bug of ours
+            _degrade(node, exc)
+
+
+def process(node: Node, items: list) -> bool:
+    """Handle one batch of core items; False once the node is closed."""
+    for item in items:
+        kind = item[0]
+        if kind == COMMAND:
+            _apply(node, item)
+        elif kind == APPLY_FAILED:
+            _apply_failed(node, item)
+        elif kind == REQUEST_DONE:
+            _request_done(node, item)
+        elif kind == RESTORE:
+            _restore(node, item)
+        elif kind == SNAPSHOT:
+            _snapshot(node, item)
+        elif kind == EVENT:
+            _event(node, item)
+        elif kind == ADVANCE:
+            if item[1] > node._applied:
+                node._applied = item[1]
+        elif kind == LOG:
+            trace_log.log(_TRACE_LEVELS.get(item[1], logging.DEBUG), "node %d: %s",
+                          node.id, item[2])
+        elif kind == CLOSED:
+            _closed(node)
+            return False
+    return True
+
+
+def _degrade(node: Node, exc: BaseException) -> None:
+    """The FSM can no longer follow the log (its restore failed) or the applier
+    hit a bug: close the node so the cluster stops counting on it, and fail what
+    waits, rather than apply further entries to an unknown state."""
+    if node._broken is None:
+        node._broken = exc
+        log.critical("node %d: the FSM cannot follow the log any more; closing the node",
+                     node.id, exc_info=exc)
+        node._core.request_close()
 
 
 def _apply(node: Node, item: tuple) -> None:
     _, index, mine, cmds = item
+    if node._broken is not None:
+        _fail_mine(node, cmds if mine else None)
+        return
     if cmds is None:
         log.error("node %d: log entry %d is not a canonical-raft command; skipped",
                   node.id, index)
@@ -89,6 +108,14 @@ def _apply(node: Node, item: tuple) -> None:
                 else:
                     fut.set_exception(failed)
     node._applied = index
+
+
+def _fail_mine(node: Node, cmds: list | None) -> None:
+    for rid, _data in cmds or ():
+        fut = node._pending.pop(rid, None)
+        if fut is not None:
+            fut.set_exception(ShutdownError("the node's FSM failed; the command was committed "
+                                            "but not applied here", indeterminate=True))
 
 
 def _apply_failed(node: Node, item: tuple) -> None:
@@ -123,6 +150,8 @@ def _request_done(node: Node, item: tuple) -> None:
 
 def _restore(node: Node, item: tuple) -> None:
     _, index, data = item
+    if node._broken is not None:
+        return
     node._fsm.restore(decode_snapshot(data))
     if index:
         node._applied = index
@@ -131,6 +160,9 @@ def _restore(node: Node, item: tuple) -> None:
 
 def _snapshot(node: Node, item: tuple) -> None:
     ticket = item[1]
+    if node._broken is not None:
+        node._core.snapshot_done(ticket, None)
+        return
     try:
         data = node._fsm.snapshot()
         if not isinstance(data, (bytes, bytearray, memoryview)):

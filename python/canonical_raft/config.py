@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 from dataclasses import dataclass
 
 from . import _core
 from .errors import InvalidConfigError
 
 MiB = 1024 * 1024
+MAX_SEGMENT = 16 * MiB
+_MAX_SECONDS = 3600.0
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -60,27 +72,40 @@ class Config:
                      "install_snapshot_timeout", "connect_retry_delay",
                      "max_catch_up_round_duration"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise InvalidConfigError(f"Config.{name} must be a positive number of seconds, "
-                                         f"not {value!r}")
+            # libraft counts in whole milliseconds (unsigned): 0 ms divides by zero.
+            if not _is_number(value) or not 0.001 <= value <= _MAX_SECONDS:
+                raise InvalidConfigError(f"Config.{name} must be a number of seconds between "
+                                         f"0.001 and {_MAX_SECONDS}, not {value!r}")
         if self.heartbeat_timeout >= self.election_timeout:
             raise InvalidConfigError("Config.heartbeat_timeout must be shorter than "
                                      "election_timeout")
-        for name in ("snapshot_threshold", "snapshot_trailing", "segment_size",
-                     "max_entry_bytes", "max_inflight_entries", "max_catch_up_rounds"):
+        for name in ("snapshot_threshold", "snapshot_trailing", "max_entry_bytes",
+                     "max_inflight_entries", "max_catch_up_rounds"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise InvalidConfigError(f"Config.{name} must be a positive int, not {value!r}")
-        if self.segment_size < MiB or self.segment_size % 4096:
-            raise InvalidConfigError("Config.segment_size must be at least 1 MiB and a "
-                                     "multiple of 4096")
+            if not _is_int(value) or not 0 < value < 2**32:
+                raise InvalidConfigError(f"Config.{name} must be an int from 1 to 2**32-1, "
+                                         f"not {value!r}")
+        for name in ("pre_vote", "auto_recovery", "snapshot_compression"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidConfigError(f"Config.{name} must be True or False, not "
+                                         f"{getattr(self, name)!r}")
+        # raft_uv reports free log capacity in KiB in an unsigned short: with three
+        # preallocated segments of more than ~16 MiB it wraps, and every apply then
+        # fails with NoSpaceError.
+        if not _is_int(self.segment_size) or not MiB <= self.segment_size <= MAX_SEGMENT \
+                or self.segment_size % 4096:
+            raise InvalidConfigError(f"Config.segment_size must be a multiple of 4096 from "
+                                     f"1 MiB to 16 MiB, not {self.segment_size!r}")
+        if self.max_command_size is not None and not _is_int(self.max_command_size):
+            raise InvalidConfigError("Config.max_command_size must be an int or None")
         limit = self.command_limit()
         if limit <= 0 or limit > self.segment_size - 64 * 1024:
             raise InvalidConfigError("Config.max_command_size must be positive and leave "
                                      "64 KiB of a segment free")
         if self.bind_address is not None:
             parse_address(self.bind_address, what="Config.bind_address")
-        if self.trace_level is not None and self.trace_level not in range(0, 6):
+        if self.trace_level is not None and (not _is_int(self.trace_level)
+                                             or self.trace_level not in range(0, 6)):
             raise InvalidConfigError("Config.trace_level must be 0..5 or None")
         return self
 
@@ -99,15 +124,20 @@ def parse_address(address: object, *, what: str = "address") -> tuple[str, int]:
         raise InvalidConfigError(f"{what} must be a 'host:port' string, not "
                                  f"{type(address).__name__}")
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) \
+            or not 0 < int(port) < 65536:
         raise InvalidConfigError(f"{what} {address!r} is not 'host:port' with a port 1-65535")
     if host.startswith("[") or ":" in host:
         raise InvalidConfigError(f"{what} {address!r}: libraft's transport speaks IPv4 only")
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        if not all(part and (part.isalnum() or "-" in part) for part in host.split(".")):
-            raise InvalidConfigError(f"{what} {address!r} has an invalid host") from None
+    labels = host.split(".")
+    if all(label.isascii() and label.isdigit() for label in labels):
+        try:  # all-numeric: must be a dotted IPv4 literal, never a "hostname"
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise InvalidConfigError(f"{what} {address!r} has an invalid IPv4 address") from None
+    elif not host.isascii() or not all(
+            label and len(label) < 64 and label.replace("-", "").isalnum() for label in labels):
+        raise InvalidConfigError(f"{what} {address!r} has an invalid host name")
     return host, int(port)
 
 

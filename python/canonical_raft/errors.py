@@ -18,7 +18,8 @@ __all__ = [
     "RaftError", "NotLeaderError", "LeadershipLostError", "ShutdownError",
     "NoConnectionError", "TimeoutError", "BadIdError", "CantBootstrapError",
     "CantChangeError", "CorruptError", "TooBigError", "InvalidConfigError",
-    "NoSpaceError", "StorageError", "DataDirLockedError", "error_from_code",
+    "NoSpaceError", "StorageError", "DataDirLockedError", "AddressInUseError",
+    "error_from_code",
 ]
 
 
@@ -118,6 +119,10 @@ class StorageError(RaftError, OSError):
     """The data dir could not be read or written."""
 
 
+class AddressInUseError(RaftError, OSError):
+    """The node's address (or Config.bind_address) is already bound by another socket."""
+
+
 class DataDirLockedError(RaftError):
     """Another process (or Node) is using this data dir."""
 
@@ -157,7 +162,10 @@ def error_from_code(code: int, message: str = "", *, indeterminate: bool | None 
     return cls(text, code=code, indeterminate=indeterminate)
 
 
-def from_core(exc: BaseException) -> RaftError:
-    """Turn a _core.CoreError(code, message) into its RaftError."""
+def from_core(exc: BaseException, *, starting: bool = False) -> RaftError:
+    """Turn a _core.CoreError(code, message) into its RaftError. While starting,
+    a malformed file in the data dir is corruption."""
     code, message = exc.args
+    if starting and code == _core.codes["MALFORMED"]:
+        return CorruptError(message or _core.strerror(code), code=code)
     return error_from_code(code, message)

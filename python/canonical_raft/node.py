@@ -13,8 +13,9 @@ import weakref
 from typing import AsyncIterator, Callable
 
 from . import _applier, _core, _loop
+from ._preflight import check_bindable, check_metadata, newest_snapshot
 from .config import Config, check_id, parse_address, to_options
-from .errors import (DataDirLockedError, InvalidConfigError, RaftError, ShutdownError,
+from .errors import (CorruptError, DataDirLockedError, InvalidConfigError, RaftError, ShutdownError,
                      TimeoutError, TooBigError, from_core)
 from .events import EventHub
 from .fsm import FSM
@@ -57,7 +58,11 @@ class Node:
         self._command_limit = config.command_limit()
         if not isinstance(data_dir, (str, os.PathLike)):
             raise TypeError(f"data_dir must be a path, not {type(data_dir).__name__}")
-        self.data_dir = os.path.abspath(os.fspath(data_dir))
+        path = os.fspath(data_dir)
+        if not isinstance(path, str) or not path or "\0" in path:
+            raise InvalidConfigError(f"data_dir must be a non-empty path without NUL bytes, "
+                                     f"not {path!r}")
+        self.data_dir = os.path.abspath(path)
         self._bootstrap = self._check_cluster(cluster)
 
         self._core: _core.NodeCore | None = None
@@ -68,6 +73,7 @@ class Node:
         self._started = False
         self._closed = False
         self._applier_done = False
+        self._broken: BaseException | None = None
         self._applier_ident: int | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, ApplyFuture] = {}
@@ -104,6 +110,12 @@ class Node:
             if self._started:
                 return self
             self._open_data_dir()
+            try:
+                check_bindable(self._config.bind_address or self.address)
+                check_metadata(self.data_dir)
+            except BaseException:
+                self._unlock_data_dir()
+                raise
             trace_level = self._config.trace_level
             if trace_level is None:
                 trace_level = 5 if logging.getLogger("canonical_raft.libraft").isEnabledFor(
@@ -114,9 +126,22 @@ class Node:
             try:
                 self._core = _core.NodeCore(self._loop, options)
                 self._core.start()
+                # Whatever libraft did inside raft_start (restoring the last
+                # snapshot) is handled here, so a damaged snapshot fails start().
+                _applier.process(self, self._core.drain(0))
             except _core.CoreError as exc:
                 self._abort_start()
-                raise from_core(exc) from None
+                raise from_core(exc, starting=True) from None
+            except CorruptError as exc:
+                self._abort_start()
+                raise CorruptError(f"{exc.message} (in {newest_snapshot(self.data_dir)})") from None
+            except RaftError:
+                self._abort_start()
+                raise
+            except Exception as exc:
+                self._abort_start()
+                raise RaftError(f"FSM.restore failed on the snapshot in {self.data_dir}: "
+                                f"{exc!r}") from exc
             except BaseException:
                 self._abort_start()
                 raise
@@ -191,7 +216,9 @@ class Node:
 
     def _check_open(self) -> _core.NodeCore:
         core = self._core
-        if self._closed or core is None:
+        if self._closed or core is None or self._broken is not None:
+            if self._broken is not None:
+                raise ShutdownError(f"node closed itself: its FSM failed ({self._broken!r})")
             raise ShutdownError("node is closed" if self._closed else "node is not started")
         return core
 

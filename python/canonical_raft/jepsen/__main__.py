@@ -1,0 +1,91 @@
+"""python -m canonical_raft.jepsen --seed N --time 30 --nodes 3 [--runs R] [--crash-points P]
+
+Runs seeded fault schedules (seeds N .. N+R-1; --time 0 for none) and, with
+--crash-points, that many crash points, and prints a summary per run plus
+the liveness figures over all of them. Exit status 0 when everything passed, 1 on a
+failure (the seed and the kept artifacts are printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from .crash import KINDS, CrashConfig, run_crash_points
+from .nemesis import FAULTS
+from .runner import RunConfig, run_schedule
+from .stats import summarize
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m canonical_raft.jepsen",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--runs", type=int, default=1, help="schedules, with consecutive seeds")
+    p.add_argument("--time", type=float, default=30.0, help="seconds of faults")
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--clients", type=int, default=5)
+    p.add_argument("--rate", type=float, default=100.0, help="operations per second, total")
+    p.add_argument("--keys", type=int, default=8, help="keys in use at once")
+    p.add_argument("--faults", default=",".join(FAULTS),
+                   help=f"comma-separated subset of {','.join(FAULTS)}")
+    p.add_argument("--crash-points", type=int, default=0,
+                   help="also run this many crash points (0: none)")
+    p.add_argument("--crash-kinds", default=",".join(KINDS))
+    p.add_argument("--artifacts", default=None, help="where run directories go")
+    p.add_argument("--keep", action="store_true", help="keep artifacts of clean runs too")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = p.parse_args(argv)
+    faults = tuple(f for f in args.faults.split(",") if f)
+    unknown = set(faults) - set(FAULTS)
+    if unknown:
+        p.error(f"unknown faults: {sorted(unknown)}")
+
+    ok = True
+    results = []
+    new_leader: list[float] = []
+    converge: list[float] = []
+    by_fault: dict[str, list[float]] = {}
+    failed: list[int] = []
+    for seed in range(args.seed, args.seed + args.runs) if args.time > 0 else ():
+        run = run_schedule(RunConfig(seed=seed, time=args.time, nodes=args.nodes,
+                                     clients=args.clients, rate=args.rate, keys=args.keys,
+                                     faults=faults, artifacts=args.artifacts, keep=args.keep))
+        ok &= run.ok
+        if not run.ok:
+            failed.append(seed)
+        new_leader += run.new_leader_s
+        for fault, values in run.extra.get("new_leader_by_fault", {}).items():
+            by_fault.setdefault(fault, []).extend(values)
+        if run.converge_s is not None:
+            converge.append(run.converge_s)
+        results.append(asdict(run))
+        if not args.json:
+            print(run.summary(), flush=True)
+    if args.runs > 1 and not args.json and args.time > 0:
+        print(f"{args.runs} schedules, {args.runs - len(failed)} clean; failing seeds: "
+              f"{failed or 'none'}\n  new leader after a leader fault (s): "
+              f"{summarize(new_leader)}\n  convergence after healing (s): "
+              f"{summarize(converge)}", flush=True)
+        for fault, values in sorted(by_fault.items()):
+            print(f"    {fault}: {summarize(values)}", flush=True)
+    if args.crash_points:
+        crash = run_crash_points(CrashConfig(seed=args.seed, points=args.crash_points,
+                                             kinds=tuple(args.crash_kinds.split(",")),
+                                             artifacts=args.artifacts, keep=args.keep))
+        ok &= crash.ok
+        results.append(asdict(crash))
+        if not args.json:
+            print(crash.summary(), flush=True)
+    if args.json:
+        print(json.dumps(results, indent=1, default=str))
+    if not ok:
+        print(f"FAILED: reproduce with --seed {failed[0] if failed else args.seed}",
+              file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

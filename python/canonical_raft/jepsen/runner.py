@@ -1,0 +1,227 @@
+"""One fault schedule: cluster, clients and nemesis for ``time`` seconds, then
+heal, converge, final reads on every node, checks, post-mortem.
+
+    result = run_schedule(RunConfig(seed=7, time=30, nodes=3))
+    result.ok, result.problems, result.artifacts
+
+Everything random comes from ``seed`` (the fault schedule, which fault hits
+which node, the clients' choices); thread timing does not repeat exactly.
+The run directory keeps ``history.jsonl``, ``nemesis.jsonl``, ``summary.json``,
+each node's log and data dir; it is removed after a clean run unless
+``keep`` is set, and always kept (and named in ``problems``) after a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..checker import CASRegister, Event, check_history, check_raft
+from .cluster import NO_SNAPSHOTS, ProxiedCluster
+from .history import Recorder
+from .nemesis import FAULTS, Nemesis
+from .stats import summarize
+from .workload import Workload
+
+__all__ = ["RunConfig", "RunResult", "run_schedule", "final_reads"]
+
+
+@dataclass
+class RunConfig:
+    seed: int
+    time: float = 30.0
+    nodes: int = 3
+    clients: int = 5
+    rate: float = 100.0
+    keys: int = 8
+    ops_per_key: int = 60
+    faults: tuple[str, ...] = FAULTS
+    interval: tuple[float, float] = (1.0, 2.5)
+    election_timeout: float = 1.0
+    heartbeat_timeout: float = 0.1
+    op_timeout: float = 3.0           # a client gives up (info) after this
+    check_time_limit: float = 60.0
+    converge_timeout: float = 60.0
+    artifacts: str | None = None      # parent of the run directory (default: the temp dir)
+    keep: bool = False                # keep the run directory after a clean run
+
+    def server_args(self) -> list[str]:
+        return ["--election-timeout", str(self.election_timeout),
+                "--heartbeat-timeout", str(self.heartbeat_timeout),
+                "--apply-timeout", str(max(1.0, self.op_timeout - 1.0)), *NO_SNAPSHOTS]
+
+
+@dataclass
+class RunResult:
+    seed: int
+    ok: bool
+    problems: list[str]
+    artifacts: str | None
+    ops: dict[str, int]
+    errors: dict[str, int]
+    faults: dict[str, int]
+    verdict: str                       # linearizability: ok / illegal / unknown
+    keys: int
+    new_leader_s: list[float]
+    converge_s: float | None
+    seconds: float
+    explanation: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"seed {self.seed}: {'PASS' if self.ok else 'FAIL'} in {self.seconds:.1f}s; "
+                 f"linearizability {self.verdict} over {self.keys} keys; "
+                 f"ops {self.ops}; faults {self.faults}",
+                 f"  new leader after a leader fault: {summarize(self.new_leader_s)}; "
+                 f"converged {self.converge_s if self.converge_s is None else round(self.converge_s, 3)}s"
+                 " after healing"]
+        if self.errors:
+            lines.append(f"  client errors: {dict(sorted(self.errors.items()))}")
+        for p in self.problems[:20]:
+            lines.append(f"  PROBLEM: {p}")
+        if self.artifacts:
+            lines.append(f"  artifacts kept in {self.artifacts}")
+        return "\n".join(lines)
+
+
+def final_reads(cluster: ProxiedCluster, recorder: Recorder, keys: list[str],
+                timeout: float) -> list[str]:
+    """Read every key on every node after a barrier, into the history.
+
+    The server has no barrier on followers, so: a write through the leader (a
+    barrier: it commits only once everything before it has), then each node
+    is waited for until it applied as far as the leader had, then its whole
+    dict is read (``dump``) and recorded as one read per key, spanning from
+    before the barrier to after the dump. Returns problems (replicas that
+    disagree).
+    """
+    problems: list[str] = []
+    t_call = time.monotonic_ns()
+    with cluster.client(timeout=timeout) as client:
+        client.set("__final_barrier__", t_call)
+        leader = cluster.wait_leader(timeout)
+        target = leader["last_applied"]
+    dumps = {}
+    deadline = time.monotonic() + timeout
+    for node in cluster.ids:
+        while True:
+            status = cluster.status(node)
+            if status is not None and status["last_applied"] >= target:
+                dumps[node] = cluster.dump(node)
+                break
+            if time.monotonic() > deadline:
+                problems.append(f"node {node} did not apply index {target} within {timeout}s "
+                                f"(status {status})")
+                break
+            time.sleep(0.05)
+    for node, dump in dumps.items():
+        t_ret = time.monotonic_ns()
+        for key in keys:
+            process = recorder.new_process()
+            recorder.add(Event(process=process, type="invoke", f="read", t=t_call, key=key,
+                               node=node))
+            recorder.add(Event(process=process, type="ok", f="read", t=t_ret, key=key,
+                               value=dump["data"].get(key), node=node))
+    first = next(iter(dumps.values()), None)
+    for node, dump in dumps.items():
+        if dump["data"] != first["data"]:
+            diff = sorted(k for k in set(dump["data"]) | set(first["data"])
+                          if dump["data"].get(k) != first["data"].get(k))
+            problems.append(f"replicas differ after convergence: node {node} vs node "
+                            f"{first['id']} on keys {diff[:10]}")
+    return problems
+
+
+def run_schedule(cfg: RunConfig) -> RunResult:
+    started = time.monotonic()
+    parent = Path(cfg.artifacts or tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix=f"jepsen-seed{cfg.seed}-", dir=parent))
+    rng = random.Random(cfg.seed)
+    recorder = Recorder()
+    problems: list[str] = []
+    cluster = ProxiedCluster(base, cfg.nodes, server_args=cfg.server_args())
+    workload = nemesis = None
+    converge_s = None
+    verdict, explanation = "unknown", ""
+    try:
+        cluster.start_all(timeout=60)
+        cluster.wait_leader(60)
+        workload = Workload(cluster.client_ports, recorder, random.Random(rng.getrandbits(64)),
+                            clients=cfg.clients, rate=cfg.rate, keys=cfg.keys,
+                            ops_per_key=cfg.ops_per_key, op_timeout=cfg.op_timeout,
+                            tag=f"s{cfg.seed}")
+        nemesis = Nemesis(cluster, random.Random(rng.getrandbits(64)), faults=cfg.faults,
+                          interval=cfg.interval, election_timeout=cfg.election_timeout)
+        workload.start()
+        nemesis.start()
+        time.sleep(cfg.time)
+        nemesis.stop()           # undoes its fault and heals
+        workload.stop()
+        nemesis.heal()           # again: a fault still held if stop() timed out
+        t_heal = time.monotonic()
+        try:
+            cluster.wait_leader(cfg.converge_timeout)
+            with cluster.client(timeout=cfg.converge_timeout) as client:
+                client.set("__healed__", True)   # commits everything before it
+            cluster.wait_converged(cluster.ids, cfg.converge_timeout)
+            converge_s = time.monotonic() - t_heal
+        except (TimeoutError, OSError, RuntimeError) as exc:
+            problems.append(f"no convergence within {cfg.converge_timeout}s after healing: {exc}")
+        if converge_s is not None:
+            problems += final_reads(cluster, recorder, workload.keys.used, cfg.converge_timeout)
+    except Exception as exc:
+        problems.append(f"harness error: {exc!r}")
+    finally:
+        if nemesis is not None and nemesis.is_alive():
+            nemesis.stop()
+        if workload is not None:
+            workload.stop()
+        cluster.close()
+
+    problems += cluster.postmortem()
+    if nemesis is not None:
+        problems += nemesis.problems + nemesis.leaderless
+    if workload is not None:
+        problems += workload.bugs
+    ops = recorder.operations()
+    if ops:
+        lin = check_history(ops, CASRegister(), time_limit=cfg.check_time_limit)
+        verdict, explanation = lin.verdict, lin.explanation
+        if lin.verdict == "illegal":
+            problems.append(f"NOT LINEARIZABLE: {lin.explanation}")
+        elif lin.verdict == "unknown":
+            problems.append(f"linearizability unknown (budget): {lin.explanation[:500]}")
+        raft = check_raft(ops)   # index_order; vacuous until replies carry the raft index
+        if not raft.ok:
+            problems.append(raft.explanation)
+    else:
+        problems.append("no operations were recorded")
+
+    counts = recorder.counts()
+    result = RunResult(
+        seed=cfg.seed, ok=not problems, problems=problems, artifacts=None, ops=counts,
+        errors=dict(workload.errors) if workload else {},
+        faults=dict(nemesis.counts) if nemesis else {}, verdict=verdict,
+        keys=len(workload.keys.used) if workload else 0,
+        new_leader_s=list(nemesis.new_leader_s) if nemesis else [], converge_s=converge_s,
+        seconds=time.monotonic() - started, explanation=explanation,
+        extra={"new_leader_by_fault": dict(nemesis.new_leader_by_fault) if nemesis else {},
+               "known_log_noise": cluster.known_noise})
+    if problems or cfg.keep:
+        recorder.save(str(base / "history.jsonl"))
+        with open(base / "nemesis.jsonl", "w") as fh:
+            for entry in (nemesis.timeline if nemesis else []):
+                fh.write(json.dumps(entry) + "\n")
+        with open(base / "summary.json", "w") as fh:
+            json.dump({**asdict(result), "config": asdict(cfg)}, fh, indent=1, default=str)
+        result.artifacts = str(base)
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+    return result
