@@ -128,8 +128,5 @@ def test_hostile_bytes_on_raft_port_are_clean_under_asan(asan_core, tmp_path):
     assert "served 9" in run_under_asan(asan_core, tmp_path, "hostile.py")
 
 
-@pytest.mark.xfail(strict=True, reason="libraft 0.22.1 strlen()s the peer's handshake address "
-                   "without checking it is NUL-terminated: heap-buffer-overflow in uvServerInit "
-                   "(uv_recv.c:66); harmless-looking without ASan")
 def test_unterminated_handshake_address_is_clean_under_asan(asan_core, tmp_path):
     assert "served 1" in run_under_asan(asan_core, tmp_path, "hostile.py", "unterminated address")

@@ -14,15 +14,7 @@ DEST="$HERE/libraft-$VERSION"
 WORK="$HERE/.fetch"
 
 apply_fixes() {
-  # Fixes of ours to bugs of the 0.22.1 release, applied to the extracted source
-  # (idempotent; each one checks that it took).
-  local legacy="$DEST/src/legacy.c"
-  # takeSnapshotCb clears legacy.snapshot_pending before reading it, then starts
-  # persisting a NULL request: a SIGSEGV when an InstallSnapshot arrives while the
-  # node takes its own snapshot. Read it first, then clear it.
-  perl -0pi -e 's/(\n[ \t]*)r->legacy\.snapshot_pending = NULL;(\n[ \t]*)persist = r->legacy\.snapshot_pending;/$1persist = r->legacy.snapshot_pending;$2r->legacy.snapshot_pending = NULL;/' "$legacy"
-  grep -Pzq 'persist = r->legacy\.snapshot_pending;\n[ \t]*r->legacy\.snapshot_pending = NULL;' "$legacy" || {
-    echo "fetch_libraft: could not apply the snapshot_pending fix to $legacy" >&2; exit 1; }
+  bash "$HERE/fix_libraft.sh" "$DEST"
 }
 
 if [[ -f "$DEST/include/raft.h.in" ]]; then
