@@ -27,44 +27,59 @@ _TRACE_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: loggi
                  5: logging.DEBUG}
 
 
-def run(node: Node) -> None:
+def run(node: Node, initial: list, started: list) -> None:
+    """The applier thread. It first restores the snapshot raft_start loaded (the
+    head of ``initial``) and reports to start() through ``started`` (an
+    exception, or None) and node._restored, so a damaged snapshot fails start()."""
     core = node._core
+    items = initial
+    try:
+        while items and items[0][0] == RESTORE:
+            _restore(node, items.pop(0))
+    except BaseException as exc:
+        started.append(exc)
+        node._restored.set()
+        return
+    started.append(None)
+    node._restored.set()
     while True:
-        items = core.drain(250)
-        if items is None:
-            return
-        try:
-            if not process(node, items):
+        if not items:
+            items = core.drain(250)
+            if items is None:
                 return
-        except BaseException as exc:  # FSM.restore failed, or a bug of ours
-            _degrade(node, exc)
+        if not process(node, items):
+            return
+        items = None
 
 
 def process(node: Node, items: list) -> bool:
     """Handle one batch of core items; False once the node is closed."""
     for item in items:
         kind = item[0]
-        if kind == COMMAND:
-            _apply(node, item)
-        elif kind == APPLY_FAILED:
-            _apply_failed(node, item)
-        elif kind == REQUEST_DONE:
-            _request_done(node, item)
-        elif kind == RESTORE:
-            _restore(node, item)
-        elif kind == SNAPSHOT:
-            _snapshot(node, item)
-        elif kind == EVENT:
-            _event(node, item)
-        elif kind == ADVANCE:
-            if item[1] > node._applied:
-                node._applied = item[1]
-        elif kind == LOG:
-            trace_log.log(_TRACE_LEVELS.get(item[1], logging.DEBUG), "node %d: %s",
-                          node.id, item[2])
-        elif kind == CLOSED:
-            _closed(node)
-            return False
+        try:
+            if kind == COMMAND:
+                _apply(node, item)
+            elif kind == APPLY_FAILED:
+                _apply_failed(node, item)
+            elif kind == REQUEST_DONE:
+                _request_done(node, item)
+            elif kind == RESTORE:
+                _restore(node, item)
+            elif kind == SNAPSHOT:
+                _snapshot(node, item)
+            elif kind == EVENT:
+                _event(node, item)
+            elif kind == ADVANCE:
+                if item[1] > node._applied:
+                    node._applied = item[1]
+            elif kind == LOG:
+                trace_log.log(_TRACE_LEVELS.get(item[1], logging.DEBUG), "node %d: %s",
+                              node.id, item[2])
+            elif kind == CLOSED:
+                _closed(node)
+                return False
+        except BaseException as exc:  # FSM.restore failed, or a bug of ours
+            _degrade(node, exc)
     return True
 
 

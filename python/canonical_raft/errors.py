@@ -145,7 +145,7 @@ _BY_NAME = {
     "TOOBIG": TooBigError,
     "NOSPACE": NoSpaceError,
     "IOERR": StorageError,
-    "NOTFOUND": StorageError,
+    "NOTFOUND": BadIdError,  # no such server (e.g. no voter to transfer to)
 }
 # The one table from libraft's codes (read from the compiled header) to classes.
 _BY_CODE = {_core.codes[name]: cls for name, cls in _BY_NAME.items()}

@@ -71,7 +71,10 @@ class Node:
         self._applier: threading.Thread | None = None
         self._state_lock = threading.Lock()
         self._started = False
+        self._closing = False
         self._closed = False
+        self._close_done = threading.Event()
+        self._restored = threading.Event()
         self._applier_done = False
         self._broken: BaseException | None = None
         self._applier_ident: int | None = None
@@ -105,7 +108,7 @@ class Node:
     def start(self) -> Node:
         """Open the data dir, start Raft, return self. Raises RaftError subclasses."""
         with self._state_lock:
-            if self._closed:
+            if self._closing:
                 raise ShutdownError("node is closed; create a new Node to restart it")
             if self._started:
                 return self
@@ -126,9 +129,18 @@ class Node:
             try:
                 self._core = _core.NodeCore(self._loop, options)
                 self._core.start()
-                # Whatever libraft did inside raft_start (restoring the last
-                # snapshot) is handled here, so a damaged snapshot fails start().
-                _applier.process(self, self._core.drain(0))
+                initial = self._core.drain(0) or []
+                # The applier first restores the snapshot raft_start loaded; a
+                # damaged one fails start() (see _applier.run).
+                outcome: list = []
+                self._applier = threading.Thread(
+                    target=_applier.run, args=(self, initial, outcome),
+                    name=f"canonical-raft-applier-{self.id}", daemon=True)
+                self._applier.start()
+                self._applier_ident = self._applier.ident
+                self._restored.wait()
+                if outcome[0] is not None:
+                    raise outcome[0]
             except _core.CoreError as exc:
                 self._abort_start()
                 raise from_core(exc, starting=True) from None
@@ -145,10 +157,6 @@ class Node:
             except BaseException:
                 self._abort_start()
                 raise
-            self._applier = threading.Thread(target=_applier.run, args=(self,),
-                                             name=f"canonical-raft-applier-{self.id}", daemon=True)
-            self._applier.start()
-            self._applier_ident = self._applier.ident
             self._started = True
             _live_nodes.add(self)
         return self
@@ -183,27 +191,40 @@ class Node:
             os.close(fd)  # releases the flock
 
     def close(self, *, transfer_leadership: bool = False, timeout: float = 5.0) -> None:
-        """Stop the node. Idempotent. Futures still pending fail with ShutdownError
-        (``indeterminate`` if the command was already handed to Raft). With
-        ``transfer_leadership``, a leader first hands over to another voter."""
+        """Stop the node. Idempotent; a concurrent call returns once the node is
+        closed. Futures still pending fail with ShutdownError (``indeterminate``
+        if the command was already handed to Raft). With ``transfer_leadership``,
+        a leader first hands over to another voter, waiting up to ``timeout``."""
         with self._state_lock:
-            if self._closed:
-                return
-            self._closed = True
+            first = not self._closing
+            self._closing = True
             started = self._started
-        if not started:
+        if not first:
+            # The applier thread must not wait: the first closer is joining it.
+            if not self._on_applier_thread():
+                self._close_done.wait()
             return
-        if transfer_leadership and self.is_leader:
-            try:
-                self.transfer().result(timeout)
-            except RaftError as exc:
-                log.warning("node %d: leadership transfer before close failed: %s", self.id, exc)
-        self._core.close()  # blocks without the GIL until libraft and libuv are closed
-        if self._applier is not threading.current_thread():
-            self._applier.join()
-        self._unlock_data_dir()
-        _loop.release(self._loop)
-        _live_nodes.discard(self)
+        try:
+            if started and transfer_leadership and self.is_leader:
+                try:
+                    self.transfer().result(timeout)
+                except RaftError as exc:
+                    log.warning("node %d: leadership transfer before close failed: %s",
+                                self.id, exc)
+            self._closed = True
+            if started:
+                self._core.close()  # blocks without the GIL until libraft and libuv are closed
+                if not self._on_applier_thread():
+                    self._applier.join()
+                self._unlock_data_dir()
+                _loop.release(self._loop)
+                _live_nodes.discard(self)
+        finally:
+            self._closed = True
+            self._close_done.set()
+
+    def _on_applier_thread(self) -> bool:
+        return self._applier is not None and self._applier is threading.current_thread()
 
     def __enter__(self) -> Node:
         return self.start()

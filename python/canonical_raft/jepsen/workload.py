@@ -85,6 +85,9 @@ class Workload:
             self._threads.append(t)
 
     def stop(self, timeout: float = 60.0) -> None:
+        """Idempotent."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         for t in self._threads:
             t.join(timeout)
