@@ -28,7 +28,7 @@ struct NodeOptions {
     std::vector<std::pair<uint64_t, std::string>> bootstrap;  // empty: do not bootstrap
     unsigned election_timeout_ms = 1000;
     unsigned heartbeat_timeout_ms = 100;
-    unsigned install_snapshot_timeout_ms = 30000;
+    unsigned install_snapshot_timeout_ms = 10000;
     unsigned snapshot_threshold = 8192;
     unsigned snapshot_trailing = 8192;
     unsigned snapshot_timeout_ms = 10000;

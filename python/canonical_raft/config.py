@@ -41,7 +41,10 @@ class Config:
     #: How long the loop thread waits for the FSM to produce a snapshot; past it the
     #: snapshot is skipped and tried again later.
     snapshot_timeout: float = 10.0
-    install_snapshot_timeout: float = 30.0
+    #: The leader resends a snapshot not acknowledged within this. libraft 0.22.1
+    #: drops an InstallSnapshot that arrives while another is installing, so a
+    #: follower can wait this long under load: keep it short on a LAN.
+    install_snapshot_timeout: float = 10.0
     #: Pre-vote: a partitioned node does not disrupt the cluster when it returns.
     pre_vote: bool = True
     #: libraft's auto-recovery moves corrupt segments aside and starts without them,
