@@ -137,7 +137,8 @@ def test_proxy_applies_each_rule_per_directed_link_and_heals():
         e.close()
 
 
-def test_log_scan_flags_fatal_lines_and_skips_only_the_known_shutdown_noise(tmp_path):
+def test_log_scan_flags_fatal_lines_including_the_former_shutdown_noise(tmp_path):
+    # server.py no longer logs this on SIGTERM: nothing is skipped any more.
     noise = [
         "2026-01-01 00:00:00,000 node 1 asyncio ERROR Exception in callback "
         "StreamReaderProtocol.connection_made.<locals>.callback(<Task>) at x.py:1",
@@ -148,15 +149,61 @@ def test_log_scan_flags_fatal_lines_and_skips_only_the_known_shutdown_noise(tmp_
         "asyncio.exceptions.CancelledError",
     ]
     clean = tmp_path / "clean.log"
-    clean.write_text("\n".join(["2026-01-01 00:00:00,000 node 1 x INFO ok", *noise]) + "\n")
-    assert scan_log(clean) == ([], 1)
-    # The same record with a C assertion inside it is not noise.
+    clean.write_text("2026-01-01 00:00:00,000 node 1 x INFO ok\n")
+    assert scan_log(clean) == []
+    noisy = tmp_path / "noisy.log"
+    noisy.write_text("\n".join(["2026-01-01 00:00:00,000 node 1 x INFO ok", *noise]) + "\n")
+    assert len(scan_log(noisy)) == 2      # the ERROR record and its traceback
     bad = tmp_path / "bad.log"
     bad.write_text("\n".join([*noise[:4], "python3: src/replication.c:12: f: Assertion "
                               "`x' failed.", *noise[4:],
                               "Fatal Python error: Aborted"]) + "\n")
-    found, known = scan_log(bad)
-    assert known == 0 and len(found) == 4, found
+    found = scan_log(bad)
+    assert len(found) == 4, found
+
+
+def test_journal_checks_find_divergence_lost_and_misplaced_writes():
+    from canonical_raft.checker import Event, pair
+    from canonical_raft.jepsen.journals import check_with_journals
+    from canonical_raft.server import entry_digest
+
+    def cmd(k, v, seq):
+        return {"op": "set", "k": k, "v": v, "c": "p0", "s": seq}
+
+    def journal(*recs):
+        return {"first": 0, "last_index": 4, "entries": list(recs)}
+
+    a, b = cmd("x", 1, 1), cmd("x", 2, 2)
+    good = journal({"noop": [1, 1]}, {"index": 2, "digest": "d2",
+                                      "commands": [{"cmd": a, "dup": False}]},
+                   {"index": 3, "digest": "d3", "commands": [{"cmd": b, "dup": False}]})
+    events = [Event(0, "invoke", "write", 0, key="x", value=1),
+              Event(0, "ok", "write", 10, key="x", value=1, index=2),
+              Event(0, "invoke", "write", 20, key="x", value=2),
+              Event(0, "ok", "write", 30, key="x", value=2, index=3),
+              Event(1, "invoke", "read", 40, key="x"),
+              Event(1, "ok", "read", 50, key="x", value=2, index=3)]
+    ops = pair(events)
+    problems, checks = check_with_journals(ops, {1: good, 2: good})
+    assert not problems and {"index_order", "replica_divergence", "lost_writes",
+                             "duplicate_applies", "at_index"} <= set(checks)
+    other = journal({"noop": [1, 1]}, {"index": 2, "digest": "zz", "commands": []})
+    problems, _ = check_with_journals(ops, {1: good, 2: other})
+    assert any("divergence" in p for p in problems), problems
+    lost = journal({"noop": [1, 1]}, {"index": 2, "digest": "d2",
+                                      "commands": [{"cmd": a, "dup": False}]})
+    problems, _ = check_with_journals(ops, {1: lost})
+    assert any("lost-write" in p for p in problems), problems
+    late = pair(events[:4] + [Event(1, "invoke", "read", 40, key="x"),
+                              Event(1, "ok", "read", 50, key="x", value=2, index=2)])
+    problems, _ = check_with_journals(late, {1: good})
+    assert any("order" in p for p in problems), problems
+    twice = journal({"index": 1, "digest": "d1", "commands": [{"cmd": a, "dup": False}]},
+                    {"index": 2, "digest": "d2", "commands": [{"cmd": a, "dup": False}]},
+                    {"index": 3, "digest": "d3", "commands": [{"cmd": b, "dup": False}]})
+    problems, _ = check_with_journals(ops, {1: twice})
+    assert any("duplicate" in p for p in problems), problems
+    assert entry_digest([b"x"]) != entry_digest([b"x", b"x"])
 
 
 # ------------------------------------------------------------------ fault schedules

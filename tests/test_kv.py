@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -194,3 +195,102 @@ def test_a_node_applies_a_retried_command_once(tmp_path):
         node.barrier().result(30)
         assert store2.dump() == {"n": 2, "k": "v"}
         assert node.apply(kv.incr_cmd("n", client="c", seq=2)).result(30)["value"] == 2
+
+
+# ------------------------------------------------------------------ the server's journal
+
+def test_journal_places_commands_noops_and_restores_at_their_index():
+    from canonical_raft.server import Journal, JournalStore, entry_digest
+
+    journal = Journal(size=100)
+    store = JournalStore(journal)
+    a, b, c = (kv.set_cmd(k, 1, client="x", seq=n) for n, k in enumerate("abc", 1))
+    journal.advance(2)                      # a barrier and the leader's no-op
+    store.apply(a)
+    store.apply(b)                          # one entry, two commands (a batch)
+    journal.advance(3)
+    journal.advance(3)                      # an event repeating the index: nothing
+    journal.advance(5)                      # barriers, announced alone (ADVANCE)
+    store.apply(c)
+    store.apply(c)                          # a retry: deduplicated by the KVStore
+    journal.advance(7)                      # a barrier at 6 applied with the command
+    store.restore(store.snapshot())
+    journal.advance(20)                     # the restore's index, set after restore()
+    store.apply(kv.set_cmd("d", 1))
+    journal.advance(21)
+    got = journal.read(commands=True)
+    entries = [{k: v for k, v in r.items() if k not in ("n", "commands")}
+               for r in got["entries"]]
+    assert entries == [{"noop": [1, 2]}, {"index": 3, "digest": entry_digest([a, b])},
+                       {"noop": [4, 5]}, {"noop": [6, 6]},
+                       {"index": 7, "digest": entry_digest([c, c])}, {"restore": 20},
+                       {"index": 21, "digest": entry_digest([kv.set_cmd("d", 1)])}]
+    assert [x["dup"] for x in got["entries"][4]["commands"]] == [False, True]
+    assert got["entries"][1]["commands"][1]["cmd"] == json.loads(b)
+    assert got["last_index"] == 21 and got["first"] == 0 and got["next"] == 7
+
+    # A restore at start-up (index unknown): the next command's entry tells.
+    fresh = Journal()
+    fresh.restored()
+    fresh.command(a, False)
+    fresh.advance(9)
+    assert [{k: v for k, v in r.items() if k not in ("n", "commands")}
+            for r in fresh.read()["entries"]] == [{"restore": 8},
+                                                   {"index": 9, "digest": entry_digest([a])}]
+
+
+def test_journal_is_bounded_and_pages():
+    from canonical_raft.server import Journal
+
+    journal = Journal(size=10)
+    for i in range(1, 26):
+        journal.command(kv.set_cmd("k", i), False)
+        journal.advance(i)
+    page = journal.read(0, limit=4)
+    assert page["first"] == 15 and [r["index"] for r in page["entries"]] == [16, 17, 18, 19]
+    rest = journal.read(page["next"], limit=100)
+    assert [r["index"] for r in rest["entries"]] == list(range(20, 26))
+    assert rest["next"] == rest["end"] == 25
+
+
+def test_journal_node_reports_every_applied_index(tmp_path):
+    """A real node: write futures' indices match the journal, barriers are no-ops."""
+    from canonical_raft.config import Config
+    from canonical_raft.server import Journal, JournalNode, JournalStore, entry_digest
+
+    journal = Journal()
+    store = JournalStore(journal)
+    address = f"127.0.0.1:{free_port()}"
+    node = JournalNode(1, address, store, tmp_path / "n1", cluster={1: address},
+                       config=Config(election_timeout=0.2, heartbeat_timeout=0.02),
+                       journal=journal)
+    node.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not node.is_leader and time.monotonic() < deadline:
+            time.sleep(0.02)
+        futs = []
+        for i in range(50):
+            cmd = kv.set_cmd(f"k{i}", i)
+            futs.append((cmd, node.apply(cmd)))
+            if i % 7 == 0:
+                node.barrier().result(10)
+        for _, f in futs:
+            f.result(10)
+        node.barrier().result(10)
+        node.wait_applied(node.last_applied, 10)
+        records = journal.read(commands=True)["entries"]
+        at = {r["index"]: r for r in records if "index" in r}
+        for cmd, f in futs:
+            assert json.loads(cmd) in [c["cmd"] for c in at[f.index]["commands"]]
+        # Consecutive indices from 1 to last_applied, each exactly once.
+        covered = []
+        for r in records:
+            covered += list(range(r["noop"][0], r["noop"][1] + 1)) if "noop" in r \
+                else [r["index"]]
+        assert covered == list(range(1, node.last_applied + 1))
+        for r in at.values():
+            assert r["digest"] == entry_digest(
+                [json.dumps(c["cmd"], separators=(",", ":")).encode() for c in r["commands"]])
+    finally:
+        node.close()

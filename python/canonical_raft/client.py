@@ -80,6 +80,9 @@ class ClusterClient:
         self.attempt_timeout = attempt_timeout
         self.client_id = client_id or uuid.uuid4().hex
         self.retries = 0  # attempts beyond the first, over the client's life
+        #: The raft index of the last successful write or read_index reply of
+        #: this client (None before one, or if the server does not report it).
+        self.last_index: int | None = None
         self._seq = 0
         self._leader: int | None = None
         self._conns: dict[int, _Connection] = {}
@@ -114,6 +117,36 @@ class ClusterClient:
         else:
             reply = self._any_call({"op": "get", "key": key}, node)
         return reply["value"] if reply["found"] else default
+
+    def read_index(self, key: str, default: Any = None) -> tuple[Any, int | None]:
+        """A linearizable read on the leader (after a barrier) with the raft
+        index it was served at: ``(value, index)``; the value reflects every
+        entry up to at least ``index``. Also sets ``last_index``."""
+        reply = self._leader_call({"op": "read_index", "key": key}, write=False)
+        if "error" in reply:
+            raise CommandError(reply)
+        self.last_index = reply.get("index")
+        return (reply["value"] if reply["found"] else default), self.last_index
+
+    def journal(self, node: int, *, commands: bool = False, timeout: float | None = None,
+                page: int = 10_000) -> dict:
+        """One node's whole apply journal (see server.Journal), read in pages:
+        ``{"entries": [...], "first": n, "last_index": i, "last_applied": a, ...}``
+        (``first`` > 0: older records were dropped). Raises OSError if the node
+        does not answer."""
+        entries: list = []
+        start = 0
+        while True:
+            reply = self.request(node, {"op": "journal", "from": start, "limit": page,
+                                        "commands": commands}, timeout)
+            if "error" in reply:
+                raise CommandError(reply)
+            if not entries:
+                first = reply["first"]
+            entries += reply["entries"]
+            if reply["next"] >= reply["end"] or not reply["entries"]:
+                return {**reply, "first": first, "entries": entries}
+            start = reply["next"]
 
     # ---------------------------------------------------------- cluster API
 
@@ -153,6 +186,8 @@ class ClusterClient:
             self._seq += 1  # consumed even if this write times out: it may still commit
             request = {**request, "client": self.client_id, "seq": self._seq}
             reply = self._leader_call(request, write=True)
+            if "error" not in reply:
+                self.last_index = reply.get("index")
         if not reply.get("ok") and "error" in reply:
             raise CommandError(reply)
         return reply

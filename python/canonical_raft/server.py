@@ -12,9 +12,16 @@ reply line per request line, in order. Requests::
     {"op": "cas", "key": k, "expected": e, "value": v, ...}
     {"op": "get", "key": k}           local read, possibly stale, on any node
     {"op": "barrier_get", "key": k}   linearizable read, leader only
+    {"op": "read_index", "key": k}    linearizable read, leader only: also "index"
     {"op": "status"}                  {"op": "dump"}  (this node's whole dict)
+    {"op": "journal", "from": n, "limit": m, "commands": bool}  the apply journal
 
 A reply is the KVStore result (``{"ok": ...}``) or ``{"error": name, ...}``.
+A write's reply also carries "index": the raft log index its entry was applied
+at (for a retry that the KVStore recognised as a duplicate: the retry's entry,
+not the original's). ``read_index`` answers ``{"ok", "found", "value",
+"index"}``: after a barrier on the leader, the value as of at least ``index``
+(this node's applied index before the read). See ``Journal`` for the journal.
 Writes on a follower answer ``{"error": "not_leader", "leader_id": id,
 "leader_client": port}`` (the port from --client-ports, or null). Errors after
 which the command may still commit carry ``"indeterminate": true``: retry
@@ -28,11 +35,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import hashlib
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 from . import kv
@@ -91,6 +101,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snapshot-trailing", type=int, default=Config.snapshot_trailing)
     p.add_argument("--apply-timeout", type=float, default=10.0,
                    help="seconds a write may wait to commit before answering 'timeout'")
+    p.add_argument("--journal-size", type=int, default=200_000,
+                   help="apply journal records kept (the 'journal' op)")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the parent process dies (for supervised clusters)")
     p.add_argument("--log-level", default="INFO", type=str.upper,
@@ -130,6 +142,167 @@ def _command(op: str, req: dict) -> bytes:
     return kv.incr_cmd(key, req.get("by", 1), **ident)
 
 
+# ------------------------------------------------------------------ apply journal
+
+def digest(data: bytes) -> str:
+    """The journal's digest of one command (hex, 128 bits of sha256)."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def entry_digest(commands: list[bytes]) -> str:
+    """The digest of one log entry: the digests of its commands, in order (an
+    entry may carry several commands: the core batches concurrent applies)."""
+    if len(commands) == 1:
+        return digest(commands[0])
+    return digest(b"".join(len(c).to_bytes(8, "little") + c for c in commands))
+
+
+class Journal:
+    """What this node applied, entry by entry, since it started (bounded: the
+    last ``size`` records; older ones are dropped and counted).
+
+    Records, in apply order, each with a sequence number ``n`` (from 0, over the
+    process's life):
+
+    * ``{"n", "index", "digest"}``: the command entry at ``index`` (``digest``
+      is ``entry_digest`` of its commands);
+    * ``{"n", "noop": [first, last]}``: entries that carried no command
+      (barriers, configuration changes, the leader's no-op);
+    * ``{"n", "restore": index}``: the FSM was replaced by a snapshot taken at
+      ``index`` (the next entry is ``index + 1``); ``null`` if not yet known.
+
+    How the index is learned: FSM.apply is not told its index, but the applier
+    thread assigns ``node._applied = index`` right after it applied every
+    command of an entry, and also when raft applied entries with no command
+    (ADVANCE, events) or restored a snapshot, in log order, on that same
+    thread. ``JournalNode`` turns that assignment into ``advance(index)``: the
+    commands applied since the last advance belong to the entry at ``index``;
+    indices between are no-op entries; right after a restore, the restored
+    state is the log up to ``index - 1`` if commands are pending (their entry is
+    ``index``), else up to ``index``. Using ``node.last_applied + 1`` inside
+    apply would be wrong: a barrier applied just before a command reaches the
+    applier in the same batch, with no separate ADVANCE.
+    """
+
+    def __init__(self, size: int = 200_000) -> None:
+        self._lock = threading.Lock()
+        self._records: collections.deque = collections.deque(maxlen=size)
+        self._next = 0          # sequence number of the next record
+        self._last = 0          # the last index accounted for
+        self._pending: list[tuple[bytes, bool]] = []   # (command, deduplicated)
+        self._restore_pending = False
+
+    # on the applier thread
+    def command(self, command: bytes, duplicate: bool) -> None:
+        self._pending.append((command, duplicate))
+
+    def restored(self) -> None:
+        with self._lock:
+            if self._pending:  # cannot happen: advance follows every entry
+                self._pending.clear()
+            self._restore_pending = True
+
+    def _add(self, record: dict) -> None:
+        record["n"] = self._next
+        self._next += 1
+        self._records.append(record)
+
+    def advance(self, index: int) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            if self._restore_pending:
+                if not pending and index <= 0:
+                    self._pending = pending
+                    return
+                self._restore_pending = False
+                self._last = index - 1 if pending else index
+                self._add({"restore": self._last})
+            if pending:
+                if index - 1 > self._last:
+                    self._add({"noop": [self._last + 1, index - 1]})
+                self._add({"index": index,
+                           "digest": entry_digest([c for c, _ in pending]),
+                           "commands": pending})
+                self._last = max(self._last, index)
+            elif index > self._last:
+                self._add({"noop": [self._last + 1, index]})
+                self._last = index
+
+    # any thread
+    def read(self, start: int = 0, limit: int = 10_000, commands: bool = False) -> dict:
+        with self._lock:
+            first = self._next - len(self._records)
+            start = max(start, first)
+            picked = [self._records[i - first]
+                      for i in range(start, min(self._next, start + limit))]
+            last, restore_pending = self._last, self._restore_pending
+            end = self._next
+        out = []
+        for rec in picked:
+            rec = dict(rec)
+            cmds = rec.pop("commands", None)
+            if commands and cmds is not None:
+                rec["commands"] = [{"cmd": json.loads(c) if _is_json(c) else None,
+                                    "dup": dup} for c, dup in cmds]
+            out.append(rec)
+        return {"ok": True, "first": first, "next": start + len(picked), "end": end,
+                "last_index": last, "restore_pending": restore_pending, "entries": out}
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
+class JournalStore(kv.KVStore):
+    """A KVStore that reports each applied command (and whether the KVStore
+    deduplicated it) and each restore to a Journal."""
+
+    def __init__(self, journal: Journal, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.journal = journal
+
+    def apply(self, command: bytes) -> dict:
+        duplicate = False
+        try:
+            cmd = json.loads(command)
+            client, seq = cmd.get("c"), cmd.get("s")
+            if isinstance(client, str) and isinstance(seq, int):
+                duplicate = seq <= self.last_seq(client)
+        except (ValueError, AttributeError):
+            pass
+        try:
+            return super().apply(command)
+        finally:
+            self.journal.command(command, duplicate)
+
+    def restore(self, snapshot: bytes) -> None:
+        super().restore(snapshot)
+        self.journal.restored()
+
+
+class JournalNode(Node):
+    """A Node that tells its Journal each time its applied index is set (on the
+    applier thread, in log order: see Journal)."""
+
+    def __init__(self, *args: Any, journal: Journal, **kwargs: Any) -> None:
+        self._journal = journal
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def _applied(self) -> int:
+        return self.__dict__.get("_applied_value", 0)
+
+    @_applied.setter
+    def _applied(self, value: int) -> None:
+        self.__dict__["_applied_value"] = value
+        if value:
+            self._journal.advance(value)
+
+
 class Handler:
     """Answers client requests against one node and its KVStore."""
 
@@ -160,6 +333,10 @@ class Handler:
                 return self.read(req)
             if op == "barrier_get":
                 return await self.barrier_get(req)
+            if op == "read_index":
+                return await self.read_index(req)
+            if op == "journal":
+                return self.journal(req)
             if op == "status":
                 return self.status()
             if op == "dump":
@@ -190,7 +367,11 @@ class Handler:
         command = _command(op, req)
         if not self.node.is_leader:  # cheap early answer; the core checks again
             return self.not_leader()
-        return await self._wait(self.node.apply(command))
+        fut = self.node.apply(command)
+        result = await self._wait(fut)
+        if isinstance(result, dict):
+            result = {**result, "index": fut.index}
+        return result
 
     def read(self, req: dict) -> dict:
         key = req["key"]
@@ -206,6 +387,29 @@ class Handler:
             return self.not_leader()
         await self._wait(self.node.barrier())
         return self.read(req)
+
+    async def read_index(self, req: dict) -> dict:
+        """A linearizable read with the index it was served at: after a
+        barrier on the leader (every entry committed before it is applied
+        here), this node's applied index, then the value (which reflects at
+        least that index)."""
+        if not isinstance(req.get("key"), str):
+            raise TypeError("key must be a string")
+        if not self.node.is_leader:
+            return self.not_leader()
+        await self._wait(self.node.barrier())
+        index = self.node.last_applied
+        return {**self.read(req), "index": index}
+
+    def journal(self, req: dict) -> dict:
+        journal = getattr(self.node, "_journal", None)
+        if journal is None:
+            return _error("unavailable", "this node keeps no apply journal")
+        start, limit = req.get("from", 0), req.get("limit", 10_000)
+        if not isinstance(start, int) or not isinstance(limit, int) or limit < 1:
+            raise ValueError("from and limit must be integers (limit >= 1)")
+        reply = journal.read(start, min(limit, 100_000), bool(req.get("commands")))
+        return {**reply, "id": self.node.id, "last_applied": self.node.last_applied}
 
     def status(self) -> dict:
         node = self.node
@@ -231,10 +435,14 @@ class Server:
         self.port = port
         self.exit_with_parent = exit_with_parent
         self.writers: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task] = set()
 
     async def connection(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         self.writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
         try:
             while True:
                 line = await reader.readline()
@@ -253,7 +461,12 @@ class Server:
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError):
             pass  # the client went away or sent a line over MAX_LINE
+        except asyncio.CancelledError:
+            # Shutdown (run() cancels us): end quietly. Re-raising would make
+            # asyncio's StreamReaderProtocol log a CancelledError traceback.
+            pass
         finally:
+            self.tasks.discard(task)
             self.writers.discard(writer)
             writer.close()
 
@@ -276,10 +489,21 @@ class Server:
         print(ready, flush=True)
         await stop.wait()
         server.close()
+        # Cancel and await the connection tasks here, rather than leave them to
+        # asyncio.run's final cancellation (which logged a traceback).
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
         for writer in list(self.writers):
             writer.close()
         if watcher is not None:
             watcher.cancel()
+            try:
+                await watcher
+            except asyncio.CancelledError:
+                pass
 
 
 def _log_event(event: LeadershipEvent) -> None:
@@ -297,12 +521,13 @@ def run(args: argparse.Namespace) -> int:
                     heartbeat_timeout=args.heartbeat_timeout,
                     snapshot_threshold=args.snapshot_threshold,
                     snapshot_trailing=args.snapshot_trailing)
-    store = kv.KVStore()
+    journal = Journal(args.journal_size)
+    store = JournalStore(journal)
     node: Node | None = None
     try:
         try:
-            node = Node(args.id, args.address, store, args.data_dir, cluster=args.cluster,
-                        config=config)
+            node = JournalNode(args.id, args.address, store, args.data_dir,
+                               cluster=args.cluster, config=config, journal=journal)
             node.on_leadership_change(_log_event)
             node.start()
         except (RaftError, ValueError, TypeError) as exc:

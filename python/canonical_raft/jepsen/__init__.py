@@ -15,6 +15,7 @@ record a history, a nemesis driven by one seed, and the checkers of
 Files, one job each: ``proxy`` (LinkProxy), ``cluster`` (ProxiedCluster:
 processes, pauses, post-mortem), ``history`` (Recorder), ``workload``
 (register clients), ``nemesis`` (faults), ``runner`` (one schedule),
+``journals`` (the nodes' apply journals and the raft checks that need them),
 ``crash`` (kill -9 at random points, recovery checks), ``stats``.
 """
 

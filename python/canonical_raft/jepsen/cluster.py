@@ -40,14 +40,6 @@ NO_SNAPSHOTS = ["--snapshot-threshold", "1000000", "--snapshot-trailing", "10000
 
 
 _RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ node ")
-# Known, harmless, reported (docs/reliability.md, "Findings"): on SIGTERM with a
-# client connected, server.py's connection task is cancelled and asyncio (3.11)
-# logs it from StreamReaderProtocol. Only a record that is exactly that (its
-# first line, then traceback lines, ending in CancelledError) is skipped.
-_SHUTDOWN_NOISE = re.compile(r"asyncio ERROR Exception in callback "
-                             r"StreamReaderProtocol\.connection_made")
-_TRACEBACK_LINE = re.compile(r"^(handle: <Handle StreamReaderProtocol|Traceback \(most recent|"
-                             r"  File |    |asyncio\.exceptions\.CancelledError$)")
 
 
 def _records(lines: list[str]) -> list[tuple[int, list[str]]]:
@@ -62,30 +54,23 @@ def _records(lines: list[str]) -> list[tuple[int, list[str]]]:
     return records
 
 
-def _known_noise(record: list[str]) -> bool:
-    return (bool(_SHUTDOWN_NOISE.search(record[0])) and len(record) > 2
-            and all(_TRACEBACK_LINE.match(x) for x in record[1:])
-            and record[-1].strip() == "asyncio.exceptions.CancelledError")
+def scan_log(path: Path, limit: int = 20) -> list[str]:
+    """The lines of a node log that match FATAL_PATTERNS (at most ``limit``).
 
-
-def scan_log(path: Path, limit: int = 20) -> tuple[list[str], int]:
-    """The lines of a node log that match FATAL_PATTERNS (at most ``limit``),
-    and how many known-noise records were skipped."""
+    Nothing is skipped: the one known record that used to be (asyncio's
+    CancelledError traceback when a server stopped with a client connected)
+    is fixed in server.py (docs/reliability.md, Findings 1)."""
     try:
         with open(path, errors="replace") as fh:
             lines = fh.read().splitlines()
     except OSError:
-        return [], 0
+        return []
     found: list[str] = []
-    known = 0
     for first, record in _records(lines):
-        if _known_noise(record):
-            known += 1
-            continue
         for k, line in enumerate(record):
             if FATAL_PATTERNS.search(line) and len(found) < limit:
                 found.append(f"{path.name}:{first + k}: {line.rstrip()[:300]}")
-    return found, known
+    return found
 
 
 class ProxiedCluster(LocalCluster):
@@ -99,7 +84,6 @@ class ProxiedCluster(LocalCluster):
         self.paused: set[int] = set()
         self.deaths: list[tuple[int, int]] = []     # (node, exit status) we did not cause
         self.exit_codes: dict[int, int] = {}
-        self.known_noise = 0     # log records skipped as known shutdown noise
         # Short timeouts: a paused or partitioned node must not stall the harness.
         self._fast = ClusterClient(self.client_ports, timeout=2.0, attempt_timeout=1.0)
 
@@ -215,8 +199,7 @@ class ProxiedCluster(LocalCluster):
 
     def scan_logs(self) -> dict[int, list[str]]:
         found = {i: scan_log(self.log_path(i)) for i in self.ids}
-        self.known_noise = sum(k for _, k in found.values())
-        return {i: lines for i, (lines, _) in found.items() if lines}
+        return {i: lines for i, lines in found.items() if lines}
 
     def postmortem(self) -> list[str]:
         """Problems seen after close(): unexpected deaths, bad exit statuses,

@@ -45,7 +45,9 @@ from pathlib import Path
 
 from ..client import ClusterClient
 from ..errors import RaftError
+from ..checker.raft_checks import replica_divergence
 from .cluster import ProxiedCluster
+from .journals import fetch_journals, journal_tuples
 from .stats import summarize
 
 __all__ = ["CrashConfig", "CrashResult", "run_crash_points", "KINDS"]
@@ -202,9 +204,17 @@ class _Kind:
         state = cluster.wait_converged(cluster.ids, cfg.wait)
         recovery = time.monotonic() - t0
         problems, acked = _check(state["data"], writers)
+        # Every node's apply journal (since its process started, from its
+        # snapshot or from index 1): consecutive, and equal where they overlap.
+        with cluster.client(timeout=cfg.wait) as client:
+            journals, missing = fetch_journals(client, cluster.ids, cfg.wait, commands=False)
+        problems += missing
+        problems += [str(p) for p in replica_divergence(
+            {i: journal_tuples(j) for i, j in journals.items()})][:10]
+        restores = sum(1 for j in journals.values() for r in j["entries"] if "restore" in r)
         return {"kind": self.kind, "cycle": self.cycle, "delay_s": round(delay, 3),
                 "killed": victims, "acked": acked, "snapshots_in_cycle": snapshots,
-                "killed_before_install_done": installing,
+                "killed_before_install_done": installing, "journal_restores": restores,
                 "invoked": sum(w.invoked for w in writers), "recovery_s": round(recovery, 3),
                 "problems": problems}
 

@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checker import CASRegister, Event, check_history, check_raft
+from ..checker import CASRegister, Event, check_history
 from .cluster import NO_SNAPSHOTS, ProxiedCluster
 from .history import Recorder
+from .journals import check_with_journals, fetch_journals
 from .nemesis import FAULTS, Nemesis
 from .stats import summarize
 from .workload import Workload
@@ -80,7 +81,9 @@ class RunResult:
                  f"linearizability {self.verdict} over {self.keys} keys; "
                  f"ops {self.ops}; faults {self.faults}",
                  f"  new leader after a leader fault: {summarize(self.new_leader_s)}; "
-                 f"converged {converged} after healing"]
+                 f"converged {converged} after healing; raft checks "
+                 f"{', '.join(self.extra.get('raft_checks') or ['none'])} on "
+                 f"{self.extra.get('indexed_ops', 0)} indexed ops"]
         if self.errors:
             lines.append(f"  client errors: {dict(sorted(self.errors.items()))}")
         for p in self.problems[:20]:
@@ -92,16 +95,24 @@ class RunResult:
 
 def final_reads(cluster: ProxiedCluster, recorder: Recorder, keys: list[str],
                 timeout: float) -> list[str]:
-    """Read every key on every node after a barrier, into the history.
+    """Read every key, into the history: through the leader with ``read_index``
+    (a linearizable read that reports the index it was served at), then on
+    every node.
 
-    The server has no barrier on followers, so: a write through the leader (a
-    barrier: it commits only once everything before it has), then each node
-    is waited for until it applied as far as any node had, then its whole
-    dict is read (``dump``) and recorded as one read per key, spanning from
-    before the barrier to after the dump. Returns problems (replicas that
-    disagree).
+    The server has no barrier on followers, so for the per-node reads: a write
+    through the leader (a barrier: it commits only once everything before it
+    has), then each node is waited for until it applied as far as any node
+    had, then its whole dict is read (``dump``) and recorded as one read per
+    key, spanning from before the barrier to after the dump. Returns problems
+    (replicas that disagree).
     """
     problems: list[str] = []
+    with cluster.client(timeout=timeout) as client:
+        for key in keys:
+            process = recorder.new_process()
+            recorder.record(process, "invoke", "read", key)
+            value, index = client.read_index(key)
+            recorder.record(process, "ok", "read", key, value, index=index)
     t_call = time.monotonic_ns()
     with cluster.client(timeout=timeout) as client:
         client.set("__final_barrier__", t_call)
@@ -154,6 +165,8 @@ def run_schedule(cfg: RunConfig) -> RunResult:
     workload = nemesis = None
     converge_s = None
     verdict, explanation = "unknown", ""
+    journals: dict = {}
+    raft_checks: list[str] = []
     try:
         cluster.start_all(timeout=60)
         cluster.wait_leader(60)
@@ -180,6 +193,9 @@ def run_schedule(cfg: RunConfig) -> RunResult:
             problems.append(f"no convergence within {cfg.converge_timeout}s after healing: {exc}")
         if converge_s is not None:
             problems += final_reads(cluster, recorder, workload.keys.used, cfg.converge_timeout)
+            with cluster.client(timeout=cfg.converge_timeout) as client:
+                journals, missing = fetch_journals(client, cluster.ids, cfg.converge_timeout)
+            problems += missing
     except Exception as exc:
         problems.append(f"harness error: {exc!r}")
     finally:
@@ -210,9 +226,11 @@ def run_schedule(cfg: RunConfig) -> RunResult:
             problems.append(f"NOT LINEARIZABLE: {lin.explanation}")
         elif lin.verdict == "unknown":
             problems.append(f"linearizability unknown (budget): {lin.explanation[:500]}")
-        raft = check_raft(ops)   # index_order; vacuous until replies carry the raft index
-        if not raft.ok:
-            problems.append(raft.explanation)
+        if journals:
+            found, raft_checks = check_with_journals(ops, journals)
+            problems += [f"raft checks: {p}" for p in found[:20]]
+            if len(found) > 20:
+                problems.append(f"raft checks: ... and {len(found) - 20} more")
     else:
         problems.append("no operations were recorded")
 
@@ -225,7 +243,9 @@ def run_schedule(cfg: RunConfig) -> RunResult:
         new_leader_s=list(nemesis.new_leader_s) if nemesis else [], converge_s=converge_s,
         seconds=time.monotonic() - started, explanation=explanation,
         extra={"new_leader_by_fault": dict(nemesis.new_leader_by_fault) if nemesis else {},
-               "known_log_noise": cluster.known_noise})
+               "raft_checks": raft_checks,
+               "indexed_ops": sum(op.index is not None for op in ops),
+               "journal_records": {n: len(j["entries"]) for n, j in journals.items()}})
     if problems or cfg.keep:
         recorder.save(str(base / "history.jsonl"))
         with open(base / "nemesis.jsonl", "w") as fh:

@@ -6,8 +6,10 @@ moves to a fresh key (as Jepsen's independent keys do). That bounds how many
 operations, and indeterminate ones above all, one key's search must order,
 while each key still sees every client. Written values are unique integers.
 
-Recording (checker format): ``invoke`` just before the request, then ``ok``
-(a read returns the value, None when absent), ``fail`` (a CAS that did not
+Reads are ``read_index`` reads (linearizable, on the leader). Recording
+(checker format): ``invoke`` just before the request, then ``ok`` with the
+raft ``index`` the server reported (a write's entry; the index a read was
+served at), the read's value (None when absent), ``fail`` (a CAS that did not
 swap; a read that got no answer; nothing happened) or ``info`` (a write that
 got no definite answer: it may still commit). After an ``info`` the client
 takes a new process id and a new ClusterClient (new client id), so the old
@@ -131,12 +133,12 @@ class Workload:
         if r < self.mix[0]:
             rec(p, "invoke", "read", key)
             try:
-                value = client.get(key)
+                value, index = client.read_index(key)
             except (RaftError, OSError, ValueError) as exc:
                 self.errors[f"read:{_name(exc)}"] += 1
                 rec(p, "fail", "read", key)
                 return True
-            rec(p, "ok", "read", key, value)
+            rec(p, "ok", "read", key, value, index=index)
             self.keys.last[key] = value
             return True
         new = self._value()
@@ -158,7 +160,7 @@ class Workload:
             rec(p, "info", f, key, arg)
             return False
         if swapped:
-            rec(p, "ok", f, key, arg)
+            rec(p, "ok", f, key, arg, index=client.last_index)
             self.keys.last[key] = new
         else:
             rec(p, "fail", f, key, arg)
