@@ -10,6 +10,7 @@
 #define _Static_assert(cond, msg)
 extern "C" {
 #include <raft.h>
+#include <raft/fixture.h>
 #include <raft/uv.h>
 }
 #undef _Static_assert
@@ -21,3 +22,27 @@ extern "C" {
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the entry envelope is encoded in host order, which must be little-endian");
+
+#include <cstring>
+#include <string>
+
+namespace craft {
+
+// Hands a snapshot to libraft as one raft_malloc'd buffer array, as raft_fsm's
+// snapshot() must (libraft frees both after the put).
+inline int to_raft_snapshot(const std::string& data, struct raft_buffer* bufs[], unsigned* n) {
+    auto* out = static_cast<struct raft_buffer*>(raft_malloc(sizeof(struct raft_buffer)));
+    if (out == nullptr) return RAFT_NOMEM;
+    out->len = data.size();
+    out->base = raft_malloc(data.size() > 0 ? data.size() : 8);
+    if (out->base == nullptr) {
+        raft_free(out);
+        return RAFT_NOMEM;
+    }
+    if (!data.empty()) std::memcpy(out->base, data.data(), data.size());
+    *bufs = out;
+    *n = 1;
+    return 0;
+}
+
+}  // namespace craft

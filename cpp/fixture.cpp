@@ -25,14 +25,6 @@
 #include "compat.h"
 #include "node.h"  // CoreError
 
-#pragma push_macro("__cpp_static_assert")
-#undef __cpp_static_assert
-#define _Static_assert(cond, msg)
-extern "C" {
-#include <raft/fixture.h>
-}
-#undef _Static_assert
-#pragma pop_macro("__cpp_static_assert")
 
 namespace py = pybind11;
 
@@ -479,19 +471,7 @@ private:
         } catch (...) {
             return RAFT_IOERR;
         }
-        auto* out = static_cast<struct raft_buffer*>(raft_malloc(sizeof(struct raft_buffer)));
-        if (out == nullptr) return RAFT_NOMEM;
-        out->len = data.size();
-        out->base = raft_malloc(data.size() > 0 ? data.size() : 8);
-        if (out->base == nullptr) {
-            raft_free(out);
-            return RAFT_NOMEM;
-        }
-        if (!data.empty()) std::memcpy(out->base, data.data(), data.size());
-        *bufs = out;
-        *n = 1;
-        s->snapshots_taken++;
-        return 0;
+        return craft::to_raft_snapshot(data, bufs, n);
     }
 
     static int fsm_restore(struct raft_fsm* fsm, struct raft_buffer* buf) noexcept {

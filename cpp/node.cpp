@@ -657,18 +657,7 @@ int NodeImpl::fsm_snapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[],
     std::string data;
     int rv = self->queue_.request_snapshot(static_cast<int>(self->opts_.snapshot_timeout_ms), &data);
     if (rv != 0) return rv;  // libraft tries again at a later threshold check
-    auto* out = static_cast<struct raft_buffer*>(raft_malloc(sizeof(struct raft_buffer)));
-    if (out == nullptr) return RAFT_NOMEM;
-    out->len = data.size();
-    out->base = raft_malloc(data.size() > 0 ? data.size() : 8);
-    if (out->base == nullptr) {
-        raft_free(out);
-        return RAFT_NOMEM;
-    }
-    if (!data.empty()) std::memcpy(out->base, data.data(), data.size());
-    *bufs = out;
-    *n = 1;
-    return 0;
+    return to_raft_snapshot(data, bufs, n);
 }
 
 int NodeImpl::fsm_restore(struct raft_fsm* fsm, struct raft_buffer* buf) noexcept {

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
+
+from ..local_cluster import free_port
 
 
 class BenchError(RuntimeError):
@@ -17,20 +17,8 @@ class BenchError(RuntimeError):
 
 
 def free_ports(n: int) -> list[int]:
-    """Bindable 127.0.0.1 ports below the ephemeral range (libraft's outgoing
-    connections take ephemeral ports, which could steal one picked from there)."""
-    ports: list[int] = []
-    while len(ports) < n:
-        port = random.randint(20000, 32000)
-        if port in ports:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-    return ports
+    """Bindable 127.0.0.1 ports below the ephemeral range (local_cluster.free_port)."""
+    return [free_port() for _ in range(n)]
 
 
 def rss_kib(pid: int) -> dict:
