@@ -21,7 +21,9 @@ Loop::Loop() {
 }
 
 Loop::~Loop() {
-    if (on_loop_thread()) {
+    // A thread id is only ours while the thread runs: once it was joined, the
+    // system may hand the same id to any new thread.
+    if (thread_.joinable() && on_loop_thread()) {
         // Last reference dropped by a closure on our own thread: cannot join ourselves.
         thread_.detach();
         return;
@@ -80,7 +82,13 @@ void Loop::stop() {
                 uv_async_send(&async_);
             }
         }
-        if (thread_.joinable()) thread_.join();
+        if (thread_.joinable()) {
+            if (on_loop_thread()) {
+                thread_.detach();
+            } else {
+                thread_.join();
+            }
+        }
     });
 }
 
