@@ -219,3 +219,13 @@ def _status(code: Any) -> str:
         except ValueError:
             pass
     return str(code)
+
+
+def artifact_dir(artifacts: str | None, prefix: str) -> Path:
+    """A fresh directory for one run's history, logs and data dirs, under
+    ``artifacts`` (default: the temp dir)."""
+    import tempfile
+
+    parent = Path(artifacts or tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,7 +45,7 @@ from pathlib import Path
 from ..client import ClusterClient
 from ..errors import RaftError
 from ..checker.raft_checks import replica_divergence
-from .cluster import ProxiedCluster
+from .cluster import ProxiedCluster, artifact_dir
 from .journals import fetch_journals, journal_tuples
 from .stats import summarize
 
@@ -248,9 +247,7 @@ class _Kind:
 
 def run_crash_points(cfg: CrashConfig) -> CrashResult:
     started = time.monotonic()
-    parent = Path(cfg.artifacts or tempfile.gettempdir())
-    parent.mkdir(parents=True, exist_ok=True)
-    base = Path(tempfile.mkdtemp(prefix=f"jepsen-crash-seed{cfg.seed}-", dir=parent))
+    base = artifact_dir(cfg.artifacts, f"jepsen-crash-seed{cfg.seed}-")
     rng = random.Random(cfg.seed)
     plan = [cfg.kinds[n % len(cfg.kinds)] for n in range(cfg.points)]
     kinds: dict[str, _Kind] = {}

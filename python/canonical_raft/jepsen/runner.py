@@ -16,14 +16,12 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..checker import CASRegister, Event, check_history
-from .cluster import NO_SNAPSHOTS, ProxiedCluster
+from .cluster import NO_SNAPSHOTS, ProxiedCluster, artifact_dir
 from .history import Recorder
 from .journals import check_with_journals, fetch_journals
 from .nemesis import FAULTS, Nemesis
@@ -155,9 +153,7 @@ def final_reads(cluster: ProxiedCluster, recorder: Recorder, keys: list[str],
 
 def run_schedule(cfg: RunConfig) -> RunResult:
     started = time.monotonic()
-    parent = Path(cfg.artifacts or tempfile.gettempdir())
-    parent.mkdir(parents=True, exist_ok=True)
-    base = Path(tempfile.mkdtemp(prefix=f"jepsen-seed{cfg.seed}-", dir=parent))
+    base = artifact_dir(cfg.artifacts, f"jepsen-seed{cfg.seed}-")
     rng = random.Random(cfg.seed)
     recorder = Recorder()
     problems: list[str] = []
