@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from . import _core
+from . import _core, identity
 from ._codec import decode_snapshot, encode_snapshot
 from .errors import ShutdownError, error_from_code
-from .types import Leader, LeadershipEvent, State
+from .types import Leader
 
 if TYPE_CHECKING:
     from .node import Node
@@ -104,7 +104,7 @@ def _apply(node: Node, item: tuple) -> None:
                   node.id, index)
         node._applied = index
         return
-    fsm_apply = node._fsm.apply
+    fsm_apply = identity.apply_hook(node, index)  # our reserved records never reach the FSM
     pending = node._pending
     for rid, data in cmds:
         try:
@@ -193,10 +193,10 @@ def _snapshot(node: Node, item: tuple) -> None:
 
 
 def _event(node: Node, item: tuple) -> None:
-    _, state, term, leader_id, leader_address, applied = item
+    _, state, term, leader_id, leader_address, applied, self_role = item
     node._applied = max(node._applied, applied)
     leader = Leader(leader_id, leader_address) if leader_id else None
-    node._events.publish(LeadershipEvent(node.id, State(state), term, leader))
+    node._events.publish(node._leadership_event(state, term, leader, self_role))
 
 
 def _closed(node: Node) -> None:
