@@ -386,7 +386,7 @@ class Node:
                 f"server {id} is already in the configuration at {known.address}, not "
                 f"{address}: remove({id}) first"))
         elif known.role == Role.VOTER:
-            self.barrier().add_done_callback(added)  # only confirms this node leads
+            self.barrier().add_done_callback(finish)  # only confirms this node leads
         else:
             log.info("node %d: server %d is already a %s at %s: resuming add_voter with its "
                      "promotion", self.id, id, known.role.name, address)
