@@ -406,14 +406,18 @@ class Node:
             return self._request(lambda core, rid: core.remove(rid, id))
         outer = Future(self._applier_ident)
 
-        def step(fut: Future, then: Callable[[], Future]) -> None:
+        def then(fut: Future, next_step: Callable[[], Future], after: Callable) -> None:
+            # Chain: a failed step fails the whole remove().
             if fut.exception() is not None:
                 outer.set_exception(fut.exception())
                 return
             try:
-                then().add_done_callback(removed)
+                next_step().add_done_callback(after)
             except RaftError as exc:
                 outer.set_exception(exc)
+
+        def take_out() -> Future:
+            return self._request(lambda core, rid: core.remove(rid, id))
 
         def removed(fut: Future) -> None:
             if fut.exception() is not None:
@@ -422,15 +426,8 @@ class Node:
             else:
                 outer.set_result(None)
 
-        def noticed(fut: Future) -> None:
-            if fut.exception() is not None:
-                outer.set_exception(fut.exception())
-                return
-            try:
-                self.barrier().add_done_callback(
-                    lambda b: step(b, lambda: self._request(lambda core, rid: core.remove(rid, id))))
-            except RaftError as exc:
-                outer.set_exception(exc)
+        def noticed(fut: Future) -> None:  # notice applied: barrier, then remove
+            then(fut, self.barrier, lambda b: then(b, take_out, removed))
 
         self._submit_reserved(identity.removing(id)).add_done_callback(noticed)
         return outer
