@@ -69,7 +69,7 @@ py::object to_python(NodeImpl& node, Item& item) {
             return py::make_tuple(item.kind, item.index, item.code, item.msg);
         case kEvent:
             return py::make_tuple(item.kind, item.state, item.term, item.leader_id,
-                                  item.leader_address, item.applied);
+                                  item.leader_address, item.applied, item.code /* self role */);
         case kLog:
             return py::make_tuple(item.kind, item.code, item.msg);
         case kAdvance:
@@ -134,6 +134,7 @@ py::dict status_dict(const Status& s) {
     d["commit_index"] = s.commit_index;
     d["raft_last_applied"] = s.last_applied;
     d["voted_for"] = s.voted_for;
+    d["self_role"] = s.self_role;  // role, or -1: not in the configuration, -2: none yet
     return d;
 }
 

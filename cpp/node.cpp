@@ -685,8 +685,16 @@ void NodeImpl::publish_status(bool force_event) {
     s.commit_index = raft_commit_index(&raft_);
     s.last_applied = raft_last_applied(&raft_);
     s.voted_for = raft_voted_for(&raft_);
+    s.self_role = raft_.configuration.n == 0 ? Status::kNoConfiguration : Status::kNotMember;
+    for (unsigned i = 0; i < raft_.configuration.n; i++) {
+        if (raft_.configuration.servers[i].id == opts_.id) {
+            s.self_role = raft_.configuration.servers[i].role;
+            break;
+        }
+    }
     bool changed = force_event || s.state != last_published_.state ||
-                   s.term != last_published_.term || s.leader_id != last_published_.leader_id;
+                   s.term != last_published_.term || s.leader_id != last_published_.leader_id ||
+                   s.self_role != last_published_.self_role;
     {
         std::lock_guard<std::mutex> lock(status_mu_);
         status_ = s;
@@ -699,6 +707,7 @@ void NodeImpl::publish_status(bool force_event) {
         item.leader_id = s.leader_id;
         item.leader_address = s.leader_address;
         item.applied = s.last_applied;
+        item.code = s.self_role;  // kEvent carries this node's role in `code`
         queue_.push(std::move(item));
     }
     if (changed) last_pushed_applied_ = std::max(last_pushed_applied_, s.last_applied);

@@ -56,6 +56,12 @@ struct Status {
     uint64_t commit_index = 0;
     uint64_t last_applied = 0;
     uint64_t voted_for = 0;
+    // This node's role in the configuration raft holds (RAFT_STANDBY..SPARE),
+    // kNotMember if that configuration does not list it (it was removed), or
+    // kNoConfiguration if raft holds none yet (a joiner not yet added).
+    static constexpr int kNotMember = -1;
+    static constexpr int kNoConfiguration = -2;
+    int self_role = kNoConfiguration;
 };
 
 struct ServerInfo {

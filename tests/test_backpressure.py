@@ -38,6 +38,8 @@ def one_node(cluster, fsm, **config):
     c = cluster(1, start=False)
     node = c.start(1, fsm=fsm, config=FAST.replace(**config))
     node.wait_leader(WAIT)
+    node.barrier().result(WAIT)  # the new leader's own record (identity.py) is applied
+    wait_for(lambda: node.stats()["pending_commands"] == 0, what="an idle node")
     return node
 
 

@@ -1,12 +1,16 @@
-"""Membership changes: add_voter (catch-up by snapshot), assign to STANDBY and
-SPARE, remove, and leadership transfer with and without a target."""
+"""Membership changes: add_voter (catch-up by snapshot, failure and resume),
+assign to STANDBY and SPARE, remove (and the removed node knowing it), and
+leadership transfer with and without a target."""
 
 from __future__ import annotations
+
+import logging
+import time
 
 import pytest
 
 import canonical_raft as raft
-from conftest import WAIT, wait_for
+from conftest import FAST, WAIT, free_port, wait_for
 
 
 def roles(node: raft.Node) -> dict[int, raft.Role]:
@@ -155,3 +159,78 @@ def test_transfer_without_target(cluster):
     assert new_id == new.id
     assert new.apply(b"incr a").result(WAIT) == 1
     c.converge()
+
+
+def test_add_voter_to_an_unreachable_address_fails_then_resumes(cluster):
+    c = cluster(3, config=FAST.replace(max_catch_up_rounds=2, max_catch_up_round_duration=0.3))
+    leader = c.leader()
+    fill(leader, 5)
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there yet
+    with pytest.raises(raft.NoConnectionError) as info:
+        leader.add_voter(4, address).result(WAIT)
+    assert f"add_voter(4, {address!r}) again" in str(info.value)
+    assert roles(leader)[4] == raft.Role.SPARE  # no vote: the quorum is unchanged
+    assert leader.apply(b"incr a").result(WAIT) == 1
+
+    with pytest.raises(raft.BadIdError, match="already in the configuration"):
+        leader.add_voter(4, "127.0.0.1:9").result(WAIT)
+
+    c.addresses[4] = address
+    c.start(4, bootstrap=False)  # the server comes up; the retry resumes
+    assert leader.add_voter(4, address).result(WAIT) is None
+    assert roles(leader)[4] == raft.Role.VOTER
+    assert leader.add_voter(4, address).result(WAIT) is None  # already a voter: no-op
+    c.converge()
+
+
+def test_removed_follower_is_told_and_says_so_after_restart(cluster, caplog):
+    c = cluster(3)
+    leader = c.leader()
+    fill(leader, 5)
+    victim = c.followers()[0]
+    seen: list[raft.LeadershipEvent] = []
+    victim.on_leadership_change(seen.append)
+    assert victim.state == raft.State.FOLLOWER
+    leader.remove(victim.id).result(WAIT)
+    wait_for(lambda: victim.state == raft.State.REMOVED, what="the victim to know")
+    wait_for(lambda: any(e.is_removed for e in seen), what="a REMOVED event")
+    assert leader.apply(b"incr a").result(WAIT) == 1  # the others go on
+    c.stop(victim.id)
+
+    caplog.set_level(logging.WARNING, logger="canonical_raft")
+    again = c.start(victim.id)
+    assert "removal from the cluster" in caplog.text
+    assert again.state == raft.State.REMOVED
+    time.sleep(3 * FAST.election_timeout)  # it never disrupts the cluster
+    assert again.state == raft.State.REMOVED and not again.is_leader
+    assert c.leader(exclude=(victim.id,)).apply(b"incr a").result(WAIT) == 2
+
+
+def test_removed_leader_reports_removed_and_logs_why_at_restart(cluster, caplog):
+    c = cluster(3)
+    old = c.leader()
+    seen: list[raft.LeadershipEvent] = []
+    old.on_leadership_change(seen.append)
+    old.remove(old.id).result(WAIT)
+    wait_for(lambda: old.state == raft.State.REMOVED, what="the old leader to step down")
+    wait_for(lambda: seen and seen[-1].state == raft.State.REMOVED and seen[-1].role is None,
+             what="a REMOVED event")
+    c.stop(old.id)
+    caplog.set_level(logging.WARNING, logger="canonical_raft")
+    again = c.start(old.id)
+    assert "is not in the configuration it holds" in caplog.text
+    assert again.state == raft.State.REMOVED
+    assert c.leader(exclude=(old.id,)).apply(b"incr a").result(WAIT) == 1
+
+
+def test_not_leader_error_has_one_wording_naming_the_leader(cluster):
+    c = cluster(3)
+    leader = c.leader()
+    follower = c.followers()[0]
+    follower.wait_leader(WAIT)
+    expected = f"not the leader: the leader is node {leader.id} at {leader.address}"
+    for call in (lambda: follower.apply(b"incr a"), lambda: follower.barrier(),
+                 lambda: follower.add(9, "127.0.0.1:9"), lambda: follower.transfer()):
+        with pytest.raises(raft.NotLeaderError) as info:
+            call().result(WAIT)
+        assert str(info.value) == expected

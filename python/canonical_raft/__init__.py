@@ -18,10 +18,11 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from .config import Config
-from .errors import (AddressInUseError, BadIdError, CantBootstrapError, CantChangeError, CorruptError,
-                     BusyError, DataDirLockedError, InvalidConfigError, LeadershipLostError,
-                     NoConnectionError, NoSpaceError, NotLeaderError, RaftError,
-                     ShutdownError, StorageError, TimeoutError, TooBigError)
+from .errors import (AddressInUseError, BadIdError, BusyError, CantBootstrapError,
+                     CantChangeError, CorruptError, DataDirLockedError, IdentityError,
+                     InvalidConfigError, LeadershipLostError, NoConnectionError, NoSpaceError,
+                     NotLeaderError, RaftError, ShutdownError, StorageError, TimeoutError,
+                     TooBigError)
 from .fsm import FSM
 from .futures import ApplyFuture, Future
 from .node import Node
@@ -31,9 +32,9 @@ __version__ = "0.1.0"
 __libraft_version__ = _core.libraft_version
 
 __all__ = [
-    "AddressInUseError", "ApplyFuture", "BadIdError", "CantBootstrapError", "CantChangeError", "Config",
-    "BusyError", "CorruptError", "DataDirLockedError", "FSM", "Future", "InvalidConfigError", "Leader",
-    "LeadershipEvent", "LeadershipLostError", "NoConnectionError", "NoSpaceError", "Node",
-    "NotLeaderError", "RaftError", "Role", "Server", "ShutdownError", "State",
-    "StorageError", "TimeoutError", "TooBigError",
+    "AddressInUseError", "ApplyFuture", "BadIdError", "BusyError", "CantBootstrapError",
+    "CantChangeError", "Config", "CorruptError", "DataDirLockedError", "FSM", "Future",
+    "IdentityError", "InvalidConfigError", "Leader", "LeadershipEvent", "LeadershipLostError",
+    "NoConnectionError", "NoSpaceError", "Node", "NotLeaderError", "RaftError", "Role", "Server",
+    "ShutdownError", "State", "StorageError", "TimeoutError", "TooBigError",
 ]

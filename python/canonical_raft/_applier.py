@@ -9,10 +9,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from . import _core
+from . import _core, identity
 from ._codec import decode_snapshot
 from .errors import ShutdownError, error_from_code
-from .types import Leader, LeadershipEvent, State
+from .types import Leader
 
 if TYPE_CHECKING:
     from .node import Node
@@ -125,7 +125,7 @@ def _apply(node: Node, item: tuple) -> None:
                   node.id, index)
         node._applied = index
         return
-    fsm_apply = node._fsm.apply
+    fsm_apply = identity.apply_hook(node, index)  # our reserved records never reach the FSM
     pending = node._pending
     released = released_bytes = 0
     for rid, data in cmds:
@@ -210,10 +210,10 @@ def _restore(node: Node, item: tuple) -> None:
 
 
 def _event(node: Node, item: tuple) -> None:
-    _, state, term, leader_id, leader_address, applied = item
+    _, state, term, leader_id, leader_address, applied, self_role = item
     node._applied = max(node._applied, applied)
     leader = Leader(leader_id, leader_address) if leader_id else None
-    node._events.publish(LeadershipEvent(node.id, State(state), term, leader))
+    node._events.publish(node._leadership_event(state, term, leader, self_role))
 
 
 def _closed(node: Node) -> None:

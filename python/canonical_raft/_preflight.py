@@ -47,6 +47,19 @@ def check_metadata(data_dir: str) -> None:
                            "vote) are missing or empty; see docs/operations.md")
 
 
+def has_raft_state(data_dir: str) -> bool:
+    """Whether libraft has written anything to data_dir (a log, a snapshot, or
+    term/vote metadata)."""
+    try:
+        names = os.listdir(data_dir)
+    except OSError:
+        return False
+    if any(_LOG_FILE.match(name) for name in names):
+        return True
+    return any(os.path.getsize(os.path.join(data_dir, m)) for m in ("metadata1", "metadata2")
+               if m in names)
+
+
 def newest_snapshot(data_dir: str) -> str:
     """The snapshot file libraft loads at start (highest term, index, time)."""
     best, name = None, "the newest snapshot file"

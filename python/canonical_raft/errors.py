@@ -19,7 +19,7 @@ __all__ = [
     "NoConnectionError", "TimeoutError", "BadIdError", "CantBootstrapError",
     "CantChangeError", "CorruptError", "TooBigError", "InvalidConfigError",
     "NoSpaceError", "StorageError", "DataDirLockedError", "AddressInUseError",
-    "error_from_code",
+    "IdentityError", "error_from_code",
 ]
 
 
@@ -53,14 +53,25 @@ def _rebuild(cls, message, state):
 
 class NotLeaderError(RaftError):
     """This node is not the leader. ``leader_id``/``leader_address`` name the
-    leader it knows of (None if it knows none): send the command there."""
+    leader it knows of (None if it knows none): send the command there. The
+    message is always ``describe(leader_id, leader_address)`` unless given."""
 
-    def __init__(self, message: str = "not the leader", *, code: int | None = None,
+    def __init__(self, message: str | None = None, *, code: int | None = None,
                  indeterminate: bool | None = None, leader_id: int | None = None,
                  leader_address: str | None = None) -> None:
+        if message is None:
+            message = self.describe(leader_id, leader_address)
         super().__init__(message, code=code, indeterminate=indeterminate)
         self.leader_id = leader_id
         self.leader_address = leader_address
+
+    @staticmethod
+    def describe(leader_id: int | None, leader_address: str | None) -> str:
+        """The one wording of this error, everywhere."""
+        if leader_id:
+            where = f" at {leader_address}" if leader_address else ""
+            return f"not the leader: the leader is node {leader_id}{where}"
+        return "not the leader: no leader is known"
 
     def _state(self) -> dict:
         return {**super()._state(), "leader_id": self.leader_id,
@@ -132,6 +143,12 @@ class BusyError(RaftError):
     retry (backpressure: Config.max_pending_commands / max_pending_bytes)."""
 
 
+class IdentityError(RaftError):
+    """The data dir belongs to another node id or another cluster (its
+    ``canonical-raft.identity`` file says which; the message names both values).
+    Raised by start(); see docs/operations.md, "Data dir identity"."""
+
+
 _BY_NAME = {
     "NOTLEADER": NotLeaderError,
     "LEADERSHIPLOST": LeadershipLostError,
@@ -161,10 +178,10 @@ def error_from_code(code: int, message: str = "", *, indeterminate: bool | None 
                     leader_id: int | None = None, leader_address: str | None = None) -> RaftError:
     """The exception for a libraft error code."""
     cls = _BY_CODE.get(code, RaftError)
-    text = message or _core.strerror(code)
-    if cls is NotLeaderError:
-        return NotLeaderError(text, code=code, indeterminate=indeterminate,
+    if cls is NotLeaderError:  # one wording, whatever libraft or the core said
+        return NotLeaderError(code=code, indeterminate=indeterminate,
                               leader_id=leader_id or None, leader_address=leader_address or None)
+    text = message or _core.strerror(code)
     return cls(text, code=code, indeterminate=indeterminate)
 
 

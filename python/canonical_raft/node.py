@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import fcntl
 import itertools
 import logging
@@ -12,12 +13,13 @@ import time
 import weakref
 from typing import AsyncIterator, Callable
 
-from . import _applier, _core, _loop
+from . import _applier, _core, _loop, identity
 from ._snapshots import Snapshots
 from ._preflight import check_bindable, check_metadata, newest_snapshot
 from .config import Config, check_id, parse_address, to_options
-from .errors import (BusyError, CorruptError, DataDirLockedError, InvalidConfigError, RaftError,
-                     ShutdownError, TimeoutError, TooBigError, from_core)
+from .errors import (BadIdError, BusyError, CorruptError, DataDirLockedError,
+                     InvalidConfigError, NotLeaderError, RaftError, ShutdownError,
+                     TimeoutError, TooBigError, from_core)
 from .events import EventHub
 from .fsm import FSM
 from .futures import ApplyFuture, Future
@@ -40,7 +42,16 @@ class Node:
 
     Thread safety: every method may be called from any thread. Callbacks and the
     FSM run on the node's applier thread.
+
+    The data dir remembers which node id and cluster it belongs to
+    (``canonical-raft.identity``): start() refuses a dir of another node or
+    cluster with IdentityError (docs/operations.md, "Data dir identity").
     """
+
+    _identity: identity.Identity | None = None  # set by start(), then the applier's
+    _announced_term = 0  # the term this node last announced the cluster id in, as leader
+    _unhook_own: Callable[[], None] | None = None  # our own leadership callback
+    _records_applied = 0  # reserved records this node proposed and applied (not user commands)
 
     def __init__(self, id: int, address: str, fsm: FSM, data_dir: str | os.PathLike, *,
                  cluster: dict[int, str] | None = None, config: Config | None = None) -> None:
@@ -117,9 +128,12 @@ class Node:
             try:
                 check_bindable(self._config.bind_address or self.address)
                 check_metadata(self.data_dir)
+                self._identity = identity.prepare(self.data_dir, self.id, self._bootstrap)
             except BaseException:
                 self._unlock_data_dir()
                 raise
+            if self._unhook_own is None:  # before the applier runs: it may lead at once
+                self._unhook_own = self._events.add_callback(self._on_own_event)
             trace_level = self._config.trace_level
             if trace_level is None:
                 trace_level = 5 if logging.getLogger("canonical_raft.libraft").isEnabledFor(
@@ -160,7 +174,26 @@ class Node:
                 raise
             self._started = True
             _live_nodes.add(self)
+        self._report_membership()
         return self
+
+    def _report_membership(self) -> None:
+        """Say why a node that is no longer a member sits still (it never campaigns)."""
+        try:
+            servers = self.configuration
+        except RaftError:
+            return
+        removed_at = self._identity.removed_at if self._identity else None
+        if servers and self.id not in {s.id for s in servers}:
+            log.warning("node %d is not in the configuration it holds (%s): it was removed from "
+                        "the cluster and will not campaign; to rejoin, start it on an empty "
+                        "data dir and add_voter() it again", self.id,
+                        ", ".join(str(s.id) for s in servers))
+        elif removed_at is not None:
+            log.warning("node %d applied a notice of its removal from the cluster (index %d) "
+                        "and has heard from no leader since: it is reported as REMOVED; to "
+                        "rejoin, start it on an empty data dir and add_voter() it again",
+                        self.id, removed_at)
 
     def _abort_start(self) -> None:
         core, self._core = self._core, None
@@ -269,6 +302,9 @@ class Node:
                 command = bytes(command)
             else:
                 raise TypeError(f"command must be bytes, not {type(command).__name__}")
+        if command.startswith(identity.RECORD_PREFIX):
+            raise InvalidConfigError("commands starting with canonical_raft.identity."
+                                     "RECORD_PREFIX are reserved")
         if len(command) > self._command_limit:
             raise TooBigError(f"command of {len(command)} bytes exceeds the limit of "
                               f"{self._command_limit} (Config.max_command_size)")
@@ -328,34 +364,139 @@ class Node:
         """Change a server's role; promoting to VOTER first catches it up. Leader only."""
         check_id(id)
         role = Role(role)
-        return self._request(lambda core, rid: core.assign(rid, id, int(role)))
+
+        def assigned(fut: Future, _leader: int) -> None:
+            if role != Role.SPARE:
+                self._announce()  # a promoted joiner learns the cluster id
+            fut.set_result(None)
+        return self._request(lambda core, rid: core.assign(rid, id, int(role)), assigned)
 
     def add_voter(self, id: int, address: str) -> Future:
-        """Add a server and promote it to voter once it has caught up. Leader only."""
+        """Add a server and promote it to voter once it has caught up. Leader only.
+
+        Resumable: if the server is already in the configuration at the same
+        address (a previous add_voter failed while catching it up, e.g. with
+        NoConnectionError because it was unreachable), the call goes straight to
+        the promotion; if it is a voter already, it resolves at once. A failed
+        call leaves the server as a SPARE (no vote, no log, no effect on the
+        quorum) and says so: call add_voter again, or remove(id). The same id at
+        another address fails with BadIdError.
+        """
         check_id(id)
         parse_address(address)
         outer = Future(self._applier_ident)
+        known = {s.id: s for s in self.configuration}.get(id)
+
+        def finish(fut: Future) -> None:
+            exc = fut.exception()
+            if exc is None:
+                outer.set_result(None)
+            elif isinstance(exc, RaftError) and not isinstance(exc, NotLeaderError):
+                outer.set_exception(_with_note(
+                    exc, f"server {id} stays in the configuration as a SPARE: call "
+                    f"add_voter({id}, {address!r}) again to resume, or remove({id})"))
+            else:
+                outer.set_exception(exc)
+
+        def promote() -> None:
+            try:
+                self.assign(id, Role.VOTER).add_done_callback(finish)
+            except RaftError as exc:
+                outer.set_exception(exc)
 
         def added(fut: Future) -> None:
             if fut.exception() is not None:
                 outer.set_exception(fut.exception())
-                return
-            try:
-                promoted = self.assign(id, Role.VOTER)
-            except RaftError as exc:
-                outer.set_exception(exc)
-                return
-            promoted.add_done_callback(
-                lambda f: outer.set_exception(f.exception()) if f.exception()
-                else outer.set_result(None))
+            else:
+                promote()
 
-        self.add(id, address).add_done_callback(added)
+        if known is None:
+            self.add(id, address).add_done_callback(added)
+        elif known.address != address:
+            outer.set_exception(BadIdError(
+                f"server {id} is already in the configuration at {known.address}, not "
+                f"{address}: remove({id}) first"))
+        elif known.role == Role.VOTER:
+            self.barrier().add_done_callback(finish)  # only confirms this node leads
+        else:
+            log.info("node %d: server %d is already a %s at %s: resuming add_voter with its "
+                     "promotion", self.id, id, known.role.name, address)
+            promote()
         return outer
 
     def remove(self, id: int) -> Future:
-        """Remove a server from the configuration. Leader only."""
+        """Remove a server from the configuration. Leader only.
+
+        libraft never sends a removed server the entry that removes it, so a
+        server other than this one is first sent a removal notice through the log
+        (then a barrier, so that it learns the notice committed); once it hears
+        from no leader, it reports ``State.REMOVED``. A server that is down or cut
+        off during the removal is not told (docs/operations.md)."""
         check_id(id)
-        return self._request(lambda core, rid: core.remove(rid, id))
+        if id == self.id or id not in {s.id for s in self.configuration}:
+            return self._request(lambda core, rid: core.remove(rid, id))
+        outer = Future(self._applier_ident)
+
+        def then(fut: Future, next_step: Callable[[], Future], after: Callable) -> None:
+            # Chain: a failed step fails the whole remove().
+            if fut.exception() is not None:
+                outer.set_exception(fut.exception())
+                return
+            try:
+                next_step().add_done_callback(after)
+            except RaftError as exc:
+                outer.set_exception(exc)
+
+        def take_out() -> Future:
+            return self._request(lambda core, rid: core.remove(rid, id))
+
+        def removed(fut: Future) -> None:
+            if fut.exception() is not None:
+                self._announce()  # a later cluster-id record cancels the notice
+                outer.set_exception(fut.exception())
+            else:
+                outer.set_result(None)
+
+        def noticed(fut: Future) -> None:  # notice applied: barrier, then remove
+            then(fut, self.barrier, lambda b: then(b, take_out, removed))
+
+        self._submit_reserved(identity.removing(id)).add_done_callback(noticed)
+        return outer
+
+    def _submit_reserved(self, record: bytes) -> ApplyFuture:
+        """Append one of identity.py's records; it resolves to None once applied here."""
+        core = self._check_open()
+        rid = next(self._ids)
+        fut = ApplyFuture(self._applier_ident)
+        fut.nbytes = len(record)
+        self._pending[rid] = fut
+        if not core.submit(rid, record):
+            del self._pending[rid]
+            raise BusyError(f"node {self.id} has too many commands pending to append a "
+                            "membership record; retry later")
+        self._settle_if_closed(self._pending, rid)
+        fut.add_done_callback(self._count_record)
+        return fut
+
+    def _count_record(self, fut: Future) -> None:
+        if fut.exception() is None:
+            self._records_applied += 1
+
+    def _announce(self) -> None:
+        """Best effort: append this node's cluster id for members that lack it."""
+        ident = self._identity
+        if ident is None or ident.cluster_id is None:
+            return
+        try:
+            self._submit_reserved(identity.announce(ident.cluster_id))
+        except RaftError:  # closing: the next leader announces
+            pass
+
+    def _on_own_event(self, event: LeadershipEvent) -> None:
+        # Applier thread. A new leader announces the cluster id once per term.
+        if event.state == State.LEADER and event.term != self._announced_term:
+            self._announced_term = event.term
+            self._announce()
 
     def transfer(self, id: int | None = None) -> Future:
         """Hand leadership to voter ``id`` (None: the most up-to-date one).
@@ -372,14 +513,34 @@ class Node:
         core = self._core
         if core is None:
             return {"state": int(State.UNAVAILABLE), "term": 0, "leader_id": 0,
-                    "leader_address": "", "last_index": 0, "commit_index": 0}
+                    "leader_address": "", "last_index": 0, "commit_index": 0,
+                    "self_role": -2}
         return core.status()
 
     @property
     def state(self) -> State:
+        """The Raft state; CLOSED once closed; REMOVED once this node knows it
+        is no longer a member (see State)."""
         if self._closed:
             return State.CLOSED
-        return State(self._status()["state"])
+        s = self._status()
+        return self._state_of(s["state"], s["leader_id"], s["self_role"])
+
+    def _state_of(self, state: int, leader_id: int, self_role: int) -> State:
+        raft_state = State(state)
+        if raft_state in (State.FOLLOWER, State.CANDIDATE):
+            if self_role == -1:  # the configuration it holds does not list it
+                return State.REMOVED
+            ident = self._identity
+            if ident is not None and ident.removed_at is not None and not leader_id:
+                return State.REMOVED
+        return raft_state
+
+    def _leadership_event(self, state: int, term: int, leader: Leader | None,
+                          self_role: int) -> LeadershipEvent:
+        return LeadershipEvent(self.id, self._state_of(state, leader.id if leader else 0,
+                                                       self_role), term, leader,
+                               Role(self_role) if self_role >= 0 else None)
 
     @property
     def is_leader(self) -> bool:
@@ -428,6 +589,7 @@ class Node:
     def stats(self) -> dict:
         """A snapshot of this node's counters and Raft state, for monitoring."""
         stats = self._check_open_stats()
+        stats["commands_proposed"] -= self._records_applied  # count the user's commands only
         snapshots = self._snapshots.stats()
         stats.update(id=self.id, address=self.address, state=State(stats["state"]).name,
                      last_applied=self._applied, pending_applies=len(self._pending),
@@ -473,6 +635,14 @@ class Node:
         """``async for event in node.events():`` the current state first, then
         every change, until the node closes."""
         return self._events.subscribe(lambda: self._applier_done)
+
+
+def _with_note(exc: RaftError, note: str) -> RaftError:
+    """The same error (class, code, fields) with ``note`` added to its message."""
+    new = copy.copy(exc)
+    new.message = f"{exc.message}; {note}"
+    new.args = (new.message,)
+    return new
 
 
 @atexit.register
