@@ -48,6 +48,7 @@ WAIT = 60.0
 
 SEGMENT = re.compile(r"^(\d{16})-(\d{16})$")
 SNAPSHOT = re.compile(r"^snapshot-\d+-\d+-\d+$")
+SEE = "(figures: the LARGE-STATE line printed above)"
 STATE_LINE = re.compile(r"state (\w+), term (\d+), leader (\w+)")
 
 
@@ -182,18 +183,18 @@ def run_scenario(cluster: LocalCluster, capsys, name: str, backlog: int = 0) -> 
     for i in cluster.ids:
         cluster.request(i, {"op": "probe", "reset": True})
     writer, monitor = Writer(client), Monitor(cluster)
-    writer.start()
     monitor.start()
+    t0 = time.monotonic()
     bulk: dict = {}
     bulk_thread = None
-    if backlog:
+    if backlog:  # queued first: the writer's entries (and snapshots) come behind it
         def flood() -> None:
             with ClusterClient(cluster.client_ports, timeout=120, attempt_timeout=120) as c:
                 bulk.update(c.request(leader, {"op": "bulk", "count": backlog}, timeout=120))
-        time.sleep(1.0)
         bulk_thread = threading.Thread(target=flood, daemon=True)
         bulk_thread.start()
-    t0 = time.monotonic()
+        time.sleep(0.5)
+    writer.start()
     time.sleep(WRITE_SECONDS)
     writer.finish()
     if bulk_thread is not None:
@@ -237,28 +238,28 @@ def run_scenario(cluster: LocalCluster, capsys, name: str, backlog: int = 0) -> 
     for i in cluster.ids:
         expected = {("LEADER" if i == leader else "FOLLOWER", term, leader)}
         assert monitor.seen[i] <= expected, \
-            f"node {i} saw a leadership change: {figures['states_seen'][i]} (figures: LARGE-STATE line above)"
+            f"node {i} saw a leadership change: {figures['states_seen'][i]} {SEE}"
         assert i in last and last[i]["term"] == term and last[i]["leader_id"] == leader, \
-            f"node {i} ends with {last.get(i)} (figures: LARGE-STATE line above)"
+            f"node {i} ends with {last.get(i)} {SEE}"
     assert not any(figures["new_state_lines"].values()), \
-        f"state changes logged during the run (figures: LARGE-STATE line above)"
+        "state changes logged during the run " + SEE
     # No failed write.
-    assert writer.failed == [], f"{len(writer.failed)} failed writes (figures: LARGE-STATE line above)"
+    assert writer.failed == [], f"{len(writer.failed)} failed writes {SEE}"
     assert len(writer.acked) > 0
     if backlog:
         assert bulk.get("acked") == backlog and bulk.get("failed") == 0, \
-            f"queued applies failed (figures: LARGE-STATE line above)"
+            f"queued applies failed {SEE}"
     # Snapshots taken and the log compacted on every node.
     for i in cluster.ids:
-        assert last[i]["snapshots_taken"] >= 1, f"node {i} took no snapshot (figures: LARGE-STATE line above)"
+        assert last[i]["snapshots_taken"] >= 1, f"node {i} took no snapshot {SEE}"
         snapshots, first = files[i]
-        assert snapshots, f"node {i} has no snapshot file (figures: LARGE-STATE line above)"
-        assert first is None or first > 1, f"node {i}'s log was not compacted (figures: LARGE-STATE line above)"
+        assert snapshots, f"node {i} has no snapshot file {SEE}"
+        assert first is None or first > 1, f"node {i}'s log was not compacted {SEE}"
     # The loop thread answered within an election timeout, even during snapshots.
     for i, p in probes.items():
         assert p["during_snapshots"]["samples"] > 0, f"node {i}: no sample during a snapshot"
         assert p["all"]["max_ms"] < ELECTION * 1000, \
-            f"node {i}'s loop thread stalled {p['all']['max_ms']} ms (figures: LARGE-STATE line above)"
+            f"node {i}'s loop thread stalled {p['all']['max_ms']} ms {SEE}"
 
     # Every acknowledged write is on every node.
     state = cluster.wait_converged(timeout=WAIT)["data"]
