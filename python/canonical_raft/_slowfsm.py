@@ -18,7 +18,8 @@ the large-state benchmark (bench/_large_state.py). Not for production use.
   ``{"op": "bulk", "count": n, "key": k}``: on the leader, queue ``n`` increments
   of ``k`` at once (``node.apply`` without waiting), then wait for them all;
   ``{"op": "load", "seconds": s, "inflight": n, "key": k}``: on the leader, keep
-  ``n`` increments of ``k`` in flight for ``s`` seconds (the benchmark's load).
+  ``n`` increments of ``k`` in flight for ``s`` seconds (the benchmark's load;
+  it pauses while the node is not the leader).
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ class Rig:
     @classmethod
     def from_args(cls, args: argparse.Namespace, store: FSM) -> Rig:
         slow = None
-        if args.fsm_ballast_mb or args.fsm_snapshot_delay or args.fsm_apply_delay:
+        if args.fsm_ballast_mb or args.fsm_snapshot_delay or args.fsm_apply_delay \
+                or args.loop_probe:  # the probe needs SlowFSM's record of snapshot() calls
             slow = SlowFSM(store, ballast_bytes=int(args.fsm_ballast_mb * MiB),
                            snapshot_delay=args.fsm_snapshot_delay,
                            apply_delay=args.fsm_apply_delay)
@@ -254,8 +256,12 @@ async def _load_op(handler: Any, req: dict) -> dict:
     from .bench._worker import windowed_load
     node = handler.node
     command = kv.incr_cmd(key, 1)
+    end = time.perf_counter() + float(seconds)
 
     def submit(done: Callable) -> None:
+        # Not (or no longer) the leader: wait rather than count refusals by the million.
+        while not node.is_leader and time.perf_counter() < end:
+            time.sleep(0.01)
         try:
             fut = node.apply(command)
         except RaftError as exc:
