@@ -16,6 +16,18 @@ extern "C" {
 #undef _Static_assert
 #pragma pop_macro("__cpp_static_assert")
 
+// Added to the pinned libraft by third_party/fix_libraft.sh (fix "app-snapshot"):
+// persist a snapshot the application produced for an index it has applied. The
+// buffers stay ours until cb; cb runs (on the loop thread) only if this returns 0.
+extern "C" {
+typedef void (*raft_legacy_snapshot_put_cb)(struct raft* r, void* data, raft_index index,
+                                            int status);
+int raft_legacy_snapshot_put(struct raft* r, raft_index index, struct raft_buffer bufs[],
+                             unsigned n_bufs, void* data, raft_legacy_snapshot_put_cb cb);
+// libraft internal (src/trail.c): the index of the last snapshot raft knows of.
+raft_index TrailSnapshotIndex(const struct raft_trail* t);
+}
+
 #if !(RAFT_VERSION_MAJOR == 0 && RAFT_VERSION_MINOR >= 22)
 #error "canonical-raft needs libraft >= 0.22 (see DESIGN.md, 'Libraft version')"
 #endif

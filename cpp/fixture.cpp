@@ -46,6 +46,11 @@ struct Server {
     std::map<uint64_t, std::vector<std::string>> applied;
     uint64_t restored_at = 0;  // index of the last snapshot restored (0: none)
     uint64_t snapshots_taken = 0;
+    // The randomized election timeout this server's next election-timer reset
+    // draws (what raft_fixture_set_randomized_election_timeout was last given),
+    // and the raft_random state the next one is drawn from (see redraw_timeouts).
+    unsigned election_timeout = 0;
+    unsigned timeout_state = 0;
 };
 
 struct ApplyReq {
@@ -76,8 +81,8 @@ bool apply_rejected_early(int rv) {
 class FixtureCore {
 public:
     FixtureCore(py::list fsms, bool pre_vote, bool record_applied, bool trace,
-                std::vector<unsigned> election_timeouts)
-        : record_applied_(record_applied) {
+                std::vector<unsigned> election_timeouts, std::vector<unsigned> election_seeds)
+        : record_applied_(record_applied), redraw_(!election_seeds.empty()) {
         size_t n = fsms.size();
         if (n < 1 || n > RAFT_FIXTURE_MAX_SERVERS) {
             fail(RAFT_INVALID, "a fixture cluster has 1 to " +
@@ -111,8 +116,19 @@ public:
             // keep it only when asked (struct raft's own field, not the fixture's).
             if (!trace) raft(i)->tracer = nullptr;
         }
-        for (size_t i = 0; i < election_timeouts.size() && i < n; i++) {
-            set_election_timeout(static_cast<int>(i), election_timeouts[i]);
+        if (redraw_ && election_seeds.size() != n) {
+            fail(RAFT_INVALID, "election_seeds needs one seed per server");
+        }
+        for (size_t i = 0; i < n; i++) {
+            Server& s = *servers_[i];
+            // The fixture's own default (fixture.h): server i draws 1000 + 100 i.
+            s.election_timeout = raft(i)->election_timeout + 100 * static_cast<unsigned>(i);
+            if (redraw_) s.timeout_state = election_seeds[i];
+            if (i < election_timeouts.size()) {
+                set_election_timeout(static_cast<int>(i), election_timeouts[i]);
+            } else if (redraw_) {
+                draw_election_timeout(s);
+            }
         }
         struct raft_configuration conf;
         rv = raft_fixture_configuration(f_.get(), static_cast<unsigned>(n), &conf);
@@ -122,6 +138,7 @@ public:
         if (rv != 0) fail(rv, "raft_fixture_bootstrap failed");
         rv = raft_fixture_start(f_.get());
         if (rv != 0) fail(rv, "raft_fixture_start failed");
+        redraw_timeouts();  // raft_start reset every election timer
     }
 
     ~FixtureCore() {
@@ -170,21 +187,47 @@ public:
         return true;
     }
 
-    bool step_until_applied(int i, uint64_t index, uint64_t max_ms) {
-        if (i >= 0) {
-            unsigned k = check(i);
-            return step_until([&] { return raft_last_applied(raft(k)) >= index; }, max_ms);
+    // Step until every server in `servers` applied `index`. An empty list
+    // means the leader's side: there is a stable leader, and it and every live
+    // server linked to it in both directions applied `index` (re-evaluated
+    // after every step, so a leader change moves the side).
+    bool step_until_applied(std::vector<int> servers, uint64_t index, uint64_t max_ms) {
+        std::vector<unsigned> ks;
+        for (int i : servers) ks.push_back(check(i));
+        if (!ks.empty()) {
+            return step_until(
+                [&] {
+                    for (unsigned k : ks) {
+                        if (raft_last_applied(raft(k)) < index) return false;
+                    }
+                    return true;
+                },
+                max_ms);
         }
         return step_until(
             [&] {
+                unsigned l = raft_fixture_leader_index(f_.get());
+                if (l >= n()) return false;
                 for (unsigned k = 0; k < n(); k++) {
-                    if (raft_fixture_alive(f_.get(), k) && raft_last_applied(raft(k)) < index) {
-                        return false;
+                    if (k == l || reaches_both_ways(l, k)) {
+                        if (raft_last_applied(raft(k)) < index) return false;
                     }
                 }
                 return true;
             },
             max_ms);
+    }
+
+    // Step until the outcome of the command submitted with `request_id` is
+    // known (take_outcomes() then holds it). True if it is.
+    bool step_until_outcome(uint64_t request_id, uint64_t max_ms) {
+        watched_ = request_id;
+        watched_seen_ = false;
+        for (const auto& r : results_) watched_seen_ |= r.request_id == request_id;
+        for (const auto& f : failures_) watched_seen_ |= f.request_id == request_id;
+        bool done = step_until([&] { return watched_seen_; }, max_ms);
+        watched_ = 0;
+        return done;
     }
 
     bool step_until_leader(std::vector<int> exclude, uint64_t max_ms) {
@@ -322,8 +365,10 @@ public:
             fail(RAFT_INVALID, "the randomized election timeout must be within [" +
                                    std::to_string(base) + ", " + std::to_string(2 * base) + "]");
         }
+        servers_[k]->election_timeout = ms;
         raft_fixture_set_randomized_election_timeout(f_.get(), k, ms);
     }
+    unsigned election_timeout(int i) { return servers_[check(i)]->election_timeout; }
     void io_fault(int i, int delay, int repeat) {
         raft_fixture_io_fault(f_.get(), check(i), delay, repeat);
     }
@@ -387,8 +432,43 @@ private:
         return k;
     }
 
+    bool reaches_both_ways(unsigned a, unsigned b) {
+        return raft_fixture_alive(f_.get(), a) && raft_fixture_alive(f_.get(), b) &&
+               !raft_fixture_saturated(f_.get(), a, b) && !raft_fixture_saturated(f_.get(), b, a);
+    }
+
+    void draw_election_timeout(Server& s) {
+        unsigned base = raft(s.index)->election_timeout;
+        s.election_timeout = raft_random(&s.timeout_state, base, 2 * base);
+        raft_fixture_set_randomized_election_timeout(f_.get(), s.index, s.election_timeout);
+    }
+
+    // libraft draws a new randomized election timeout from its PRNG every
+    // time it resets a follower's or candidate's election timer (on becoming
+    // follower, at every election round). The fixture defeats that: before
+    // every step it re-seeds each server's PRNG so that the next draw returns
+    // the value given to raft_fixture_set_randomized_election_timeout, so a
+    // server would draw that same value for ever and two servers with close
+    // values could split the vote round after round. We detect a draw after
+    // the step (the timer now expires exactly `election_timeout` ms from now)
+    // and give the fixture the next value from this server's own raft_random
+    // sequence. A heartbeat restarting the timer with the same value looks
+    // the same and just draws one more; a draw the fixture's own elect/depose
+    // hide is caught at the server's next draw, which returns the same value.
+    void redraw_timeouts() {
+        if (!redraw_) return;
+        raft_time now = raft_fixture_time(f_.get());
+        for (auto& s : servers_) {
+            struct raft* r = raft(s->index);
+            int st = int(raft_state(r));
+            if (st != RAFT_FOLLOWER && st != RAFT_CANDIDATE) continue;
+            if (raft_timeout(r) == now + s->election_timeout) draw_election_timeout(*s);
+        }
+    }
+
     void after_step() {
         steps_++;
+        redraw_timeouts();
         // Election safety, across time: one leader per term, ever.
         for (unsigned k = 0; k < n(); k++) {
             struct raft* r = raft(k);
@@ -414,6 +494,11 @@ private:
         if (e.matches(PyExc_Exception)) return false;
         if (!stash_) stash_ = std::make_unique<py::error_already_set>(std::move(e));
         return true;
+    }
+
+    void add_result(uint64_t request_id, uint64_t index, bool ok, py::object value) {
+        results_.push_back({request_id, index, ok, std::move(value)});
+        watched_seen_ |= request_id == watched_;
     }
 
     static int fsm_apply(struct raft_fsm* fsm, const struct raft_buffer* buf,
@@ -443,11 +528,11 @@ private:
                 py::bytes data(c.data.data(), c.data.size());
                 try {
                     py::object value = apply(std::move(data));
-                    if (mine && c.request_id) core->results_.push_back({c.request_id, index, true, value});
+                    if (mine && c.request_id) core->add_result(c.request_id, index, true, value);
                 } catch (py::error_already_set& e) {
                     if (core->stash_if_fatal(e)) continue;
                     py::object exc = e.value();
-                    if (mine && c.request_id) core->results_.push_back({c.request_id, index, false, exc});
+                    if (mine && c.request_id) core->add_result(c.request_id, index, false, exc);
                 }
             }
         } catch (py::error_already_set& e) {  // no apply attribute
@@ -494,6 +579,7 @@ private:
         if (status != 0) {
             try {
                 req->core->failures_.push_back({req->request_id, status});
+                req->core->watched_seen_ |= req->request_id == req->core->watched_;
             } catch (...) {
             }
         }
@@ -510,6 +596,9 @@ private:
     std::vector<std::string> violations_;
     std::unique_ptr<py::error_already_set> stash_;
     uint64_t steps_ = 0;
+    bool redraw_;                // re-draw election timeouts (a seed was given)
+    uint64_t watched_ = 0;       // request id step_until_outcome waits for (0: none)
+    bool watched_seen_ = false;  // its outcome is in results_ or failures_
 };
 
 }  // namespace
@@ -524,17 +613,20 @@ void init_fixture(py::module_& m) {
     m.attr("FIXTURE_MAX_SERVERS") = int(RAFT_FIXTURE_MAX_SERVERS);
 
     py::class_<FixtureCore>(m, "FixtureCore")
-        .def(py::init<py::list, bool, bool, bool, std::vector<unsigned>>(), py::arg("fsms"),
-             py::arg("pre_vote") = false, py::arg("record_applied") = true,
-             py::arg("trace") = false, py::arg("election_timeouts") = std::vector<unsigned>())
+        .def(py::init<py::list, bool, bool, bool, std::vector<unsigned>, std::vector<unsigned>>(),
+             py::arg("fsms"), py::arg("pre_vote") = false, py::arg("record_applied") = true,
+             py::arg("trace") = false, py::arg("election_timeouts") = std::vector<unsigned>(),
+             py::arg("election_seeds") = std::vector<unsigned>())
         .def_property_readonly("n", &FixtureCore::n)
         .def_property_readonly("time", &FixtureCore::time)
         .def_property_readonly("steps", &FixtureCore::steps)
         .def("step", &FixtureCore::step)
         .def("step_n", &FixtureCore::step_n, py::arg("count"))
         .def("step_for", &FixtureCore::step_for, py::arg("ms"))
-        .def("step_until_applied", &FixtureCore::step_until_applied, py::arg("i"),
+        .def("step_until_applied", &FixtureCore::step_until_applied, py::arg("servers"),
              py::arg("index"), py::arg("max_ms"))
+        .def("step_until_outcome", &FixtureCore::step_until_outcome, py::arg("request_id"),
+             py::arg("max_ms"))
         .def("step_until_leader", &FixtureCore::step_until_leader, py::arg("exclude"),
              py::arg("max_ms"))
         .def("step_until_no_leader", &FixtureCore::step_until_no_leader, py::arg("max_ms"))
@@ -555,6 +647,7 @@ void init_fixture(py::module_& m) {
         .def("set_network_latency", &FixtureCore::set_network_latency)
         .def("set_disk_latency", &FixtureCore::set_disk_latency)
         .def("set_election_timeout", &FixtureCore::set_election_timeout)
+        .def("election_timeout", &FixtureCore::election_timeout)
         .def("io_fault", &FixtureCore::io_fault, py::arg("i"), py::arg("delay"),
              py::arg("repeat"))
         .def("set_snapshot_threshold", &FixtureCore::set_snapshot_threshold)

@@ -65,8 +65,8 @@ py::object to_python(NodeImpl& node, Item& item) {
                                   item.leader_address, item.applied);
         case kRestore:
             return py::make_tuple(item.kind, item.index, py::bytes(item.data));
-        case kSnapshot:
-            return py::make_tuple(item.kind, item.a);
+        case kSnapshotDone:
+            return py::make_tuple(item.kind, item.index, item.code, item.msg);
         case kEvent:
             return py::make_tuple(item.kind, item.state, item.term, item.leader_id,
                                   item.leader_address, item.applied);
@@ -87,16 +87,41 @@ py::object drain(NodeCore& self, int timeout_ms) {
         open = self.impl->queue().pop_all(&items, timeout_ms);
     }
     if (!open) return py::none();
-    py::list out(items.size());
-    for (size_t i = 0; i < items.size(); i++) out[i] = to_python(*self.impl, items[i]);
+    py::list out;
+    for (size_t i = 0; i < items.size(); i++) {
+        try {
+            out.append(to_python(*self.impl, items[i]));
+        } catch (py::error_already_set&) {
+            // Out of memory (or a bug): nothing taken is dropped. What was not
+            // converted goes back to the head of the queue for the next drain.
+            self.impl->queue().unpop(std::move(items), i);
+            if (i == 0) throw;
+            PyErr_Clear();
+            break;
+        }
+    }
     return std::move(out);
 }
 
-void submit(NodeCore& self, uint64_t request_id, const py::bytes& data) {
+bool submit(NodeCore& self, uint64_t request_id, const py::bytes& data) {
     char* buf = nullptr;
     Py_ssize_t len = 0;
     if (PyBytes_AsStringAndSize(data.ptr(), &buf, &len) != 0) throw py::error_already_set();
-    self.impl->submit(request_id, buf, static_cast<size_t>(len));
+    return self.impl->submit(request_id, buf, static_cast<size_t>(len));
+}
+
+// The applier hands the encoded snapshot as a list of bytes-like chunks, so a
+// large state is never concatenated; each is copied once, then the GIL is free.
+void snapshot_put(NodeCore& self, uint64_t index, const py::list& chunks) {
+    std::vector<std::string> copies;
+    copies.reserve(chunks.size());
+    for (const auto& chunk : chunks) {
+        py::buffer_info info = py::reinterpret_borrow<py::buffer>(chunk).request();
+        copies.emplace_back(static_cast<const char*>(info.ptr),
+                            static_cast<size_t>(info.size * info.itemsize));
+    }
+    py::gil_scoped_release nogil;
+    self.impl->snapshot_put(index, std::move(copies));
 }
 
 py::dict status_dict(const Status& s) {
@@ -126,6 +151,9 @@ py::dict stats(NodeCore& self) {
     d["entries_proposed"] = s.entries_proposed;
     d["commands_proposed"] = s.commands_proposed;
     d["applier_queue"] = self.impl->queue().size();
+    d["applier_queue_bytes"] = self.impl->queue().bytes();
+    d["pending_commands"] = self.impl->pending_commands();
+    d["pending_bytes"] = self.impl->pending_bytes();
     return d;
 }
 
@@ -158,7 +186,7 @@ void init_codes(py::module_& m) {
                                py::arg("APPLY_FAILED") = int(kApplyFailed),
                                py::arg("REQUEST_DONE") = int(kRequestDone),
                                py::arg("RESTORE") = int(kRestore),
-                               py::arg("SNAPSHOT") = int(kSnapshot),
+                               py::arg("SNAPSHOT_DONE") = int(kSnapshotDone),
                                py::arg("EVENT") = int(kEvent), py::arg("LOG") = int(kLog),
                                py::arg("CLOSED") = int(kClosed),
                                py::arg("ADVANCE") = int(kAdvance));
@@ -197,7 +225,6 @@ void init_node(py::module_& m) {
         .def_readwrite("install_snapshot_timeout_ms", &NodeOptions::install_snapshot_timeout_ms)
         .def_readwrite("snapshot_threshold", &NodeOptions::snapshot_threshold)
         .def_readwrite("snapshot_trailing", &NodeOptions::snapshot_trailing)
-        .def_readwrite("snapshot_timeout_ms", &NodeOptions::snapshot_timeout_ms)
         .def_readwrite("connect_retry_delay_ms", &NodeOptions::connect_retry_delay_ms)
         .def_readwrite("max_inflight_entries", &NodeOptions::max_inflight_entries)
         .def_readwrite("max_catch_up_rounds", &NodeOptions::max_catch_up_rounds)
@@ -206,7 +233,9 @@ void init_node(py::module_& m) {
         .def_readwrite("auto_recovery", &NodeOptions::auto_recovery)
         .def_readwrite("segment_size", &NodeOptions::segment_size)
         .def_readwrite("max_entry_bytes", &NodeOptions::max_entry_bytes)
-        .def_readwrite("trace_level", &NodeOptions::trace_level);
+        .def_readwrite("trace_level", &NodeOptions::trace_level)
+        .def_readwrite("max_pending_commands", &NodeOptions::max_pending_commands)
+        .def_readwrite("max_pending_bytes", &NodeOptions::max_pending_bytes);
 
     py::class_<NodeCore>(m, "NodeCore")
         .def(py::init<LoopCore&, NodeOptions>(), py::arg("loop"), py::arg("options"))
@@ -232,14 +261,12 @@ void init_node(py::module_& m) {
             self.impl->transfer(rid, id);
         })
         .def("drain", &drain, py::arg("timeout_ms"))
-        .def("snapshot_done", [](NodeCore& self, uint64_t ticket, py::object data) {
-            if (data.is_none()) {
-                self.impl->queue().snapshot_done(ticket, false, std::string());
-                return;
-            }
-            std::string buf = data.cast<std::string>();
-            self.impl->queue().snapshot_done(ticket, true, std::move(buf));
+        .def("snapshot_put", &snapshot_put, py::arg("index"), py::arg("chunks"))
+        .def("release", [](NodeCore& self, uint64_t commands, uint64_t bytes) {
+            self.impl->release(commands, bytes);
         })
+        .def_property_readonly("start_snapshot_index",
+                               [](NodeCore& self) { return self.impl->start_snapshot_index(); })
         .def("status", [](NodeCore& self) { return status_dict(self.impl->status()); })
         .def("stats", &stats)
         .def_property_readonly("closed", [](NodeCore& self) { return self.impl->closed(); })

@@ -1,6 +1,7 @@
 #include "node.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <random>
 
@@ -26,6 +27,13 @@ struct NodeImpl::TransferReq {
     struct raft_transfer req;
     NodeImpl* node;
     uint64_t id;
+};
+// A snapshot on its way to disk: libraft reads `bufs` (pointing into `chunks`)
+// until its callback, so the loop thread keeps this alive until then.
+struct NodeImpl::SnapshotPut {
+    uint64_t index;
+    std::vector<std::string> chunks;
+    std::vector<struct raft_buffer> bufs;
 };
 
 namespace {
@@ -170,7 +178,9 @@ void NodeImpl::do_start(std::promise<CoreError>* result) {
     raft_set_election_timeout(&raft_, opts_.election_timeout_ms);
     raft_set_heartbeat_timeout(&raft_, opts_.heartbeat_timeout_ms);
     raft_set_install_snapshot_timeout(&raft_, opts_.install_snapshot_timeout_ms);
-    raft_set_snapshot_threshold(&raft_, opts_.snapshot_threshold);
+    // The applier takes snapshots itself (snapshot_put); libraft's own trigger,
+    // which would ask for one on this thread, never fires.
+    raft_set_snapshot_threshold(&raft_, UINT_MAX);
     raft_set_snapshot_trailing(&raft_, opts_.snapshot_trailing);
     raft_set_pre_vote(&raft_, opts_.pre_vote);
     raft_set_max_inflight_entries(&raft_, opts_.max_inflight_entries);
@@ -203,6 +213,7 @@ void NodeImpl::do_start(std::promise<CoreError>* result) {
         return;
     }
     started_ = true;
+    start_snapshot_index_ = TrailSnapshotIndex(&raft_.trail);
     self_ = shared_from_this();
     uv_check_init(loop_->uv(), &check_);
     check_.data = this;
@@ -236,7 +247,6 @@ void NodeImpl::fail_start(std::promise<CoreError>* result, int code, const std::
 
 void NodeImpl::request_close() {
     if (close_requested_.exchange(true)) return;
-    queue_.abandon_snapshots();
     auto self = shared_from_this();
     if (!run_on_loop([self] { self->do_close(); })) {
         // The loop is gone: nothing of ours is on it any more.
@@ -300,7 +310,15 @@ void NodeImpl::finish_close() {
 
 // ---------------------------------------------------------------- commands
 
-void NodeImpl::submit(uint64_t request_id, const char* data, size_t len) {
+bool NodeImpl::submit(uint64_t request_id, const char* data, size_t len) {
+    uint64_t cmds = inflight_cmds_.load(std::memory_order_relaxed);
+    if (cmds > 0 && (cmds >= opts_.max_pending_commands ||
+                     inflight_bytes_.load(std::memory_order_relaxed) + len >
+                         opts_.max_pending_bytes)) {
+        return false;  // concurrent submitters may overshoot by a few: a soft bound
+    }
+    inflight_cmds_.fetch_add(1, std::memory_order_relaxed);
+    inflight_bytes_.fetch_add(len, std::memory_order_relaxed);
     bool post = false;
     {
         std::lock_guard<std::mutex> lock(submit_mu_);
@@ -324,6 +342,12 @@ void NodeImpl::submit(uint64_t request_id, const char* data, size_t len) {
             fail_commands(std::move(ids), RAFT_SHUTDOWN, "node closed", false);
         }
     }
+    return true;
+}
+
+void NodeImpl::release(uint64_t commands, uint64_t bytes) {
+    inflight_cmds_.fetch_sub(commands, std::memory_order_relaxed);
+    inflight_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
 }
 
 Item NodeImpl::leader_item(int kind) const {
@@ -439,6 +463,12 @@ void NodeImpl::done(uint64_t request_id, int code, const std::string& msg) {
     item.a = request_id;
     item.code = code;
     item.msg = msg;
+    if (closing_ && code == RAFT_LEADERSHIPLOST) {
+        // raft_close fails what is in flight with LEADERSHIPLOST; say what
+        // happened, as for applies.
+        item.code = RAFT_SHUTDOWN;
+        item.msg = "node closed while the request was in flight";
+    }
     queue_.push(std::move(item));
 }
 
@@ -548,6 +578,63 @@ void NodeImpl::on_transfer(struct raft_transfer* r) noexcept {
 
 #undef CRAFT_ON_LOOP
 
+// ---------------------------------------------------------------- snapshots
+
+void NodeImpl::snapshot_put(uint64_t index, std::vector<std::string>&& chunks) {
+    auto put = std::make_shared<SnapshotPut>();
+    put->index = index;
+    put->chunks = std::move(chunks);
+    auto self = shared_from_this();
+    if (!run_on_loop([self, put] { self->do_snapshot_put(put); })) {
+        snapshot_done(index, RAFT_SHUTDOWN, "node closed");
+    }
+}
+
+void NodeImpl::do_snapshot_put(const std::shared_ptr<SnapshotPut>& put) {
+    if (closing_ || !started_) {
+        snapshot_done(put->index, RAFT_SHUTDOWN, "node closed");
+        return;
+    }
+    for (auto& chunk : put->chunks) {
+        if (!chunk.empty()) put->bufs.push_back({&chunk[0], chunk.size()});
+    }
+    if (put->bufs.empty()) {
+        snapshot_done(put->index, RAFT_INVALID, "empty snapshot");
+        return;
+    }
+    auto* holder = new std::shared_ptr<SnapshotPut>(put);
+    int rv = raft_legacy_snapshot_put(&raft_, put->index, put->bufs.data(),
+                                      static_cast<unsigned>(put->bufs.size()), holder,
+                                      &NodeImpl::on_snapshot_put);
+    if (rv != 0) {
+        delete holder;
+        const char* why = rv == RAFT_BUSY       ? "a snapshot is being taken or installed"
+                          : rv == RAFT_NOTFOUND ? "the index was compacted or superseded"
+                                                : raft_strerror(rv);
+        snapshot_done(put->index, rv, why);
+    }
+}
+
+void NodeImpl::on_snapshot_put(struct raft* r, void* data, raft_index index, int status) noexcept {
+    auto* self = static_cast<NodeImpl*>(r->data);
+    auto* holder = static_cast<std::shared_ptr<SnapshotPut>*>(data);
+    const char* why = status == 0              ? ""
+                      : status == RAFT_BUSY     ? "superseded by a snapshot from the leader"
+                      : status == RAFT_CANCELED ? "node closed"
+                                                : raft_strerror(status);
+    self->snapshot_done(index, status, why);
+    delete holder;  // libraft is done with the buffers
+}
+
+void NodeImpl::snapshot_done(uint64_t index, int code, const std::string& msg) {
+    Item item;
+    item.kind = kSnapshotDone;
+    item.index = index;
+    item.code = code;
+    item.msg = msg;
+    queue_.push(std::move(item));
+}
+
 // ---------------------------------------------------------------- queries
 
 Status NodeImpl::status() const {
@@ -650,14 +737,10 @@ int NodeImpl::fsm_apply(struct raft_fsm* fsm, const struct raft_buffer* buf,
     return 0;
 }
 
-int NodeImpl::fsm_snapshot(struct raft_fsm* fsm, struct raft_buffer* bufs[],
-                           unsigned* n) noexcept {
-    auto* self = static_cast<NodeImpl*>(fsm->data);
-    if (self->closing_) return RAFT_BUSY;
-    std::string data;
-    int rv = self->queue_.request_snapshot(static_cast<int>(self->opts_.snapshot_timeout_ms), &data);
-    if (rv != 0) return rv;  // libraft tries again at a later threshold check
-    return to_raft_snapshot(data, bufs, n);
+int NodeImpl::fsm_snapshot(struct raft_fsm*, struct raft_buffer*[], unsigned*) noexcept {
+    // libraft's own trigger is off (threshold UINT_MAX): snapshots come from the
+    // applier through snapshot_put. Answering here would mean waiting for it.
+    return RAFT_BUSY;
 }
 
 int NodeImpl::fsm_restore(struct raft_fsm* fsm, struct raft_buffer* buf) noexcept {

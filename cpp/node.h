@@ -1,7 +1,8 @@
 // NodeImpl: one libraft server (struct raft + raft_uv io + TCP transport + the
 // FSM glue) living on a Loop. Public methods are thread-safe and never block,
-// except start_blocking/close_blocking/call_sync, which the caller must invoke
-// without the GIL. Everything else runs on the loop thread.
+// except start_blocking/close_blocking/stats_blocking, which the caller must
+// invoke without the GIL. Everything else runs on the loop thread, which never
+// waits for Python or for the applier.
 #pragma once
 
 #include <atomic>
@@ -31,7 +32,6 @@ struct NodeOptions {
     unsigned install_snapshot_timeout_ms = 10000;
     unsigned snapshot_threshold = 8192;
     unsigned snapshot_trailing = 8192;
-    unsigned snapshot_timeout_ms = 10000;
     unsigned connect_retry_delay_ms = 200;
     unsigned max_inflight_entries = 32;
     unsigned max_catch_up_rounds = 10;
@@ -41,6 +41,10 @@ struct NodeOptions {
     size_t segment_size = 8 * 1024 * 1024;
     size_t max_entry_bytes = 1024 * 1024;  // soft cap of one packed entry
     int trace_level = 0;                   // forward libraft traces up to this level (0: none)
+    // Backpressure: commands submitted and not yet resolved (applied here, or
+    // failed). Past either bound submit() refuses; one command is always admitted.
+    uint64_t max_pending_commands = 100000;
+    uint64_t max_pending_bytes = 256u << 20;
 };
 
 struct Status {
@@ -87,7 +91,17 @@ public:
     Stats stats_blocking();
 
     // Non-blocking, thread-safe. Outcomes arrive through queue().
-    void submit(uint64_t request_id, const char* data, size_t len);
+    // submit() returns false, and queues nothing, past the backpressure bounds.
+    bool submit(uint64_t request_id, const char* data, size_t len);
+    // The applier: that many submitted commands (of that many bytes) resolved.
+    void release(uint64_t commands, uint64_t bytes);
+    uint64_t pending_commands() const { return inflight_cmds_.load(); }
+    uint64_t pending_bytes() const { return inflight_bytes_.load(); }
+    // The applier: persist `chunks` as the snapshot of the FSM at `index`, which
+    // it has applied. The outcome arrives as a kSnapshotDone item.
+    void snapshot_put(uint64_t index, std::vector<std::string>&& chunks);
+    // The index of the snapshot raft_start loaded (0: none). Valid after start.
+    uint64_t start_snapshot_index() const { return start_snapshot_index_; }
     void barrier(uint64_t request_id);
     void add(uint64_t request_id, uint64_t id, const std::string& address);
     void assign(uint64_t request_id, uint64_t id, int role);
@@ -106,6 +120,7 @@ private:
     struct BarrierReq;
     struct ChangeReq;
     struct TransferReq;
+    struct SnapshotPut;
 
     // Loop thread.
     void do_start(std::promise<CoreError>* result);
@@ -117,6 +132,8 @@ private:
     void fail_commands(std::vector<uint64_t> ids, int code, const std::string& msg,
                        bool indeterminate);
     void done(uint64_t request_id, int code, const std::string& msg);
+    void do_snapshot_put(const std::shared_ptr<SnapshotPut>& put);
+    void snapshot_done(uint64_t index, int code, const std::string& msg);
     void publish_status(bool force_event);
     bool run_on_loop(std::function<void()> fn);
     Item leader_item(int kind) const;
@@ -130,6 +147,7 @@ private:
     static void on_barrier(struct raft_barrier* req, int status) noexcept;
     static void on_change(struct raft_change* req, int status) noexcept;
     static void on_transfer(struct raft_transfer* req) noexcept;
+    static void on_snapshot_put(struct raft* r, void* data, raft_index index, int status) noexcept;
     static void on_raft_closed(struct raft* r) noexcept;
     static void on_check_closed(uv_handle_t* handle) noexcept;
 
@@ -153,6 +171,10 @@ private:
     uint64_t last_pushed_applied_ = 0;  // highest `applied` handed to the applier
     uint64_t entries_proposed_ = 0;
     uint64_t commands_proposed_ = 0;
+    uint64_t start_snapshot_index_ = 0;
+
+    std::atomic<uint64_t> inflight_cmds_{0};
+    std::atomic<uint64_t> inflight_bytes_{0};
 
     // Submissions from other threads, flushed by the loop thread.
     std::mutex submit_mu_;  // leaf lock

@@ -153,7 +153,8 @@ def test_config_of_wrong_type_is_rejected(tmp_path, addr, config):
     ({"heartbeat_timeout": -0.1}, "heartbeat_timeout"),
     ({"heartbeat_timeout": 1.0}, "heartbeat_timeout"),   # == election_timeout
     ({"heartbeat_timeout": 2.0}, "heartbeat_timeout"),
-    ({"snapshot_timeout": 0}, "snapshot_timeout"),
+    ({"max_pending_commands": 0}, "max_pending_commands"),
+    ({"max_pending_bytes": -1}, "max_pending_bytes"),
     ({"install_snapshot_timeout": -1}, "install_snapshot_timeout"),
     ({"connect_retry_delay": 0}, "connect_retry_delay"),
     ({"max_catch_up_round_duration": -5}, "max_catch_up_round_duration"),

@@ -240,3 +240,194 @@ def test_keyboard_interrupt_in_fsm_propagates():
     c.apply(b"1")
     with pytest.raises(KeyboardInterrupt):
         c.step_for(1000)
+
+
+# ---------------------------------------------------------------- elections
+
+
+class Nop(raft.FSM):
+    def apply(self, command: bytes):
+        return None
+
+    def snapshot(self) -> bytes:
+        return b""
+
+    def restore(self, snapshot: bytes) -> None:
+        pass
+
+
+@pytest.mark.parametrize("pre_vote", [False, True])
+def test_every_seed_reelects_within_10s_of_a_leader_partition(pre_vote):
+    """With fixed per-server election timeouts, 10% of seeds (5% with pre-vote)
+    split the vote for ever after the leader is cut off; re-drawn timeouts end
+    every split."""
+    slow = []
+    for seed in range(1000):
+        c = Cluster(3, fsm=Nop, seed=seed, pre_vote=pre_vote)
+        c.elect(seed % 3)
+        old = c.leader
+        c.isolate(old)
+        start = c.time
+        try:
+            c.step_until_leader(exclude=old, max_ms=10_000)
+        except raft.TimeoutError:
+            slow.append(seed)
+        else:
+            assert c.time - start <= 10_000
+    assert slow == []
+
+
+def test_seed_155_elects_a_first_leader():
+    # Its first draws make the three servers time out together; the next
+    # round's draws differ.
+    c = Cluster(3, fsm=Nop, seed=155)
+    c.step_until_leader(max_ms=10_000)
+    c.assert_consistent()
+
+
+def test_election_timeouts_are_redrawn_deterministically():
+    def draws(seed):
+        c = Cluster(3, fsm=Nop, seed=seed)
+        seen = [tuple(c.election_timeout(i) for i in range(3))]
+        for old in range(3):
+            c.step_until_leader()
+            c.isolate(c.leader)
+            c.step_until_leader(exclude=c.leader)
+            c.heal()
+            seen.append(tuple(c.election_timeout(i) for i in range(3)))
+        return seen
+
+    a = draws(155)
+    assert a == draws(155)
+    assert len(set(a)) == len(a)  # new values after each election
+    assert all(1000 <= t <= 2000 for ts in a for t in ts)
+    assert a != draws(156)
+
+
+def test_set_election_timeout_holds_until_used():
+    c = Cluster(3, fsm=Nop, seed=4)
+    c.elect(0)
+    c.set_election_timeout(1, 1500)
+    c.step_for(5000)  # heartbeats restart the timer but draw nothing
+    assert c.election_timeout(1) == 1500
+    c.isolate(0)
+    c.step_until_leader(exclude=0)
+    assert c.election_timeout(1) != 1500  # used at the election, then re-drawn
+
+
+def test_no_seed_keeps_the_fixtures_fixed_timeouts():
+    c = Cluster(3, fsm=Nop)
+    assert [c.election_timeout(i) for i in range(3)] == [1000, 1100, 1200]
+    assert c.step_until_leader() == 0
+    c.isolate(0)
+    assert c.step_until_leader(exclude=0) == 1
+    assert [c.election_timeout(i) for i in range(3)] == [1000, 1100, 1200]
+
+
+# ---------------------------------------------------------------- waiting
+
+
+def test_step_until_applied_waits_for_the_leaders_side_only():
+    c = Cluster(3, fsm=Counter, seed=7)
+    c.elect(0)
+    c.isolate(0)
+    new = c.step_until_leader(exclude=0)
+    g = c.apply(b"2")
+    c.step_until_applied(g.index)  # used to wait for the isolated server 0
+    side = [i for i in range(3) if i != 0]
+    assert all(c.last_applied(i) >= g.index for i in side)
+    assert c.last_applied(0) < g.index
+    assert g.result() == 2 and new in side
+    with pytest.raises(raft.TimeoutError, match="servers 0, 1"):
+        c.step_until_applied(g.index, [0, 1], max_ms=2000)
+    c.heal()
+    c.step_until_applied(g.index, 0)  # explicitly, once it can catch up
+    assert c.fsm(0).value == 2
+
+
+def test_step_until_applied_skips_killed_and_one_way_cut_servers():
+    c = Cluster(3, fsm=Counter, seed=8)
+    c.elect(1)
+    c.kill(2)
+    f = c.apply(b"1")
+    c.step_until_applied(f.index)
+    assert c.last_applied(2) < f.index
+    c.revive(2)
+    c.disconnect(1, 2, both=False)  # the leader's messages to 2 are lost
+    g = c.apply(b"1")
+    c.step_until_applied(g.index)
+    assert c.last_applied(1) >= g.index and c.last_applied(2) < g.index
+    c.reconnect(1, 2, both=False)
+    c.step_until_applied(g.index)
+    # Server 2 is back on the leader's side; a new leader may have won meanwhile.
+    leader = c.leader
+    assert leader is not None and c.last_applied(2) >= g.index
+
+
+def test_step_until_applied_waits_for_a_leader():
+    c = Cluster(3, fsm=Counter, seed=9)
+    c.elect(0)
+    f = c.apply(b"3")
+    c.isolate(0)
+    c.step_until_no_leader()
+    with pytest.raises(raft.TimeoutError, match="leader's side"):
+        c.step_until_applied(f.index + 10, max_ms=1000)
+
+
+def test_step_until_done_returns_the_result_or_raises():
+    c = Cluster(3, fsm=Counter, seed=5)
+    c.elect(2)
+    f = c.apply(b"4")
+    assert c.step_until_done(f) == 4
+    assert c.step_until_done(f) == 4  # already done: no stepping
+    boom = c.apply(b"boom")
+    with pytest.raises(ValueError, match="boom"):
+        c.step_until_done(boom)
+    refused = c.apply(b"1", on=0)
+    with pytest.raises(raft.NotLeaderError):
+        c.step_until_done(refused)
+    with pytest.raises(TypeError):
+        c.step_until_done(raft.ApplyFuture())  # type: ignore[arg-type]
+    other = Cluster(3, fsm=Counter, seed=5)
+    other.elect(2)
+    with pytest.raises(ValueError, match="another Cluster"):
+        c.step_until_done(other.apply(b"1"))
+
+
+def test_step_until_done_times_out_and_leaves_the_future_pending():
+    c = Cluster(3, fsm=Counter, seed=6)
+    c.elect(0)
+    for i in range(3):
+        c.set_disk_latency(i, 400)
+    f = c.apply(b"1")
+    with pytest.raises(raft.TimeoutError, match="did not resolve within 300"):
+        c.step_until_done(f, max_ms=300)
+    assert not f.done()
+    assert c.step_until_done(f) == 1
+
+
+def test_step_until_done_sees_a_reused_index():
+    """A killed leader's uncommitted entries keep their indexes; the new leader
+    fills the same indexes with other entries, so waiting on the index returns
+    while the command is still pending and will fail."""
+    c = Cluster(3, fsm=Counter, seed=3)
+    c.elect(0)
+    c.step_until_done(c.apply(b"1"))
+    first = c.apply(b"100")
+    second = c.apply(b"100")
+    c.kill(0)  # frozen as leader: its proposals stay pending
+    new = c.step_until_leader(exclude=0)
+    mine = c.apply(b"2")
+    assert mine.index == second.index  # after the new leader's own barrier entry
+    c.step_until_applied(second.index)
+    assert not second.done()
+    assert c.applied_commands(new, second.index) == [b"2"]
+    c.revive(0)
+    for fut in (first, second):
+        with pytest.raises(raft.LeadershipLostError) as info:
+            c.step_until_done(fut)
+        assert info.value.indeterminate
+    assert c.step_until_done(mine) == 3
+    c.converge()
+    assert [fsm.value for fsm in c.fsms] == [3, 3, 3]
+    c.assert_consistent()

@@ -34,3 +34,202 @@ fix header-length uv_encoding.c \
 
 fix header-length-call uv_encoding.c \
   's/(\n    \*payload_len = 0;\n)/$1\n    if (!crHeaderFits(type, version, header)) { \/* canonical-raft fix: header-length-call *\/\n        return RAFT_MALFORMED;\n    }\n/'
+
+# 4. raft_assign stores the request in r->legacy.change, then returns an error
+#    on two paths (submitting the configuration change, e.g. RAFT_NOSPACE, and
+#    forwarding the catch-up event) without clearing it. The caller owns a failed
+#    request and frees it; libraft then read the freed request on every event and
+#    wrote it and called its callback at step-down or close (SIGSEGV in raft_close).
+fix assign-change legacy.c \
+  's/(\n([ \t]*)r->configuration\.servers\[server_index\]\.role = old_role;\n)/$1$2r->legacy.change = NULL; \/* canonical-raft fix: assign-change *\/\n/'
+fix assign-change-catch-up legacy.c \
+  's/(event\.catch_up\.server_id = server->id;\n\n([ \t]*)rv = LegacyForwardToRaftIo\(r, &event\);\n[ \t]*if \(rv != 0\) \{\n)/$1$2    r->legacy.change = NULL; \/* canonical-raft fix: assign-change-catch-up *\/\n/'
+
+# 5. Followers record the *first* index of an AppendEntries batch as the index of
+#    every configuration change in it, so a change in the middle of a batch never
+#    advances configuration_committed_index (one stayed at 1 after an add at
+#    39154), and snapshots then carry a stale membership. Use the entry's index.
+fix change-index replication.c \
+  's/(\n[ \t]*)rv = membershipUncommittedChange\(r, index, entry\);/$1\/* canonical-raft fix: change-index *\/$1rv = membershipUncommittedChange(r, index + i, entry);/'
+
+# 6. A new entry point: persist a snapshot that the application produced itself,
+#    for an index it has applied (at or below last_applied), without libraft
+#    calling fsm->snapshot on the loop thread. Our applier thread serialises the
+#    FSM between two batches and the loop thread hands the bytes here; this does
+#    what legacyTakeSnapshot + takeSnapshotCb do, with metadata exact for that
+#    older index. See ../shared/SNAPSHOT_NOTES.md. Appended, so nothing of the
+#    stock path changes. The completion also checks that the snapshot still
+#    applies: an InstallSnapshot received meanwhile resets the trail (TrailRestore)
+#    and forwarding RAFT_SNAPSHOT then would record an index the trail lacks.
+if ! grep -q "canonical-raft fix: app-snapshot" "$SRC/src/legacy.c"; then
+cat >> "$SRC/src/legacy.c" <<'CSRC'
+
+/* canonical-raft fix: app-snapshot */
+#include "trail.h"
+
+typedef void (*raft_legacy_snapshot_put_cb)(struct raft *r, void *data,
+                                            raft_index index, int status);
+
+struct legacyAppSnapshot
+{
+    struct raft *r;
+    struct raft_snapshot_metadata metadata;
+    struct raft_snapshot snapshot;
+    struct raft_io_snapshot_put put;
+    void *data;
+    raft_legacy_snapshot_put_cb cb;
+};
+
+/* The last configuration at or before index, which is committed. */
+static int appSnapshotConfiguration(struct raft *r,
+                                    raft_index index,
+                                    struct raft_configuration *conf,
+                                    raft_index *conf_index)
+{
+    raft_index committed = r->configuration_committed_index;
+    raft_index i;
+    for (i = index; i > 0; i--) {
+        const struct raft_entry *entry;
+        if (i == committed) {
+            break;
+        }
+        entry = logGet(r->legacy.log, i);
+        if (entry == NULL) {
+            break; /* compacted */
+        }
+        if (entry->type == RAFT_CHANGE) {
+            *conf_index = i;
+            return configurationDecode(&entry->buf, conf);
+        }
+    }
+    if (committed == 0 || committed > index) {
+        return RAFT_NOTFOUND; /* a later capture will find it */
+    }
+    *conf_index = committed;
+    return configurationCopy(&r->configuration_committed, conf);
+}
+
+static bool appSnapshotApplies(struct raft *r, raft_index index, raft_term term)
+{
+    return index > TrailSnapshotIndex(&r->trail) &&
+           TrailTermOf(&r->trail, index) == term &&
+           index > logSnapshotIndex(r->legacy.log) &&
+           logTermOf(r->legacy.log, index) == term;
+}
+
+static void appSnapshotStartPending(struct raft *r)
+{
+    struct legacyPersistSnapshot *persist = r->legacy.snapshot_pending;
+    if (persist != NULL) {
+        r->legacy.snapshot_pending = NULL;
+        if (legacyPersistSnapshotStart(persist) != 0) {
+            r->legacy.snapshot_install = false; /* the leader will retry */
+        }
+    }
+}
+
+static void appSnapshotCb(struct raft_io_snapshot_put *put, int status)
+{
+    struct legacyAppSnapshot *req = put->data;
+    struct raft *r = req->r;
+    struct raft_snapshot_metadata metadata = req->metadata;
+    raft_legacy_snapshot_put_cb cb = req->cb;
+    void *data = req->data;
+    struct raft_event event;
+
+    r->legacy.snapshot_taking = false;
+    raft_free(req);
+
+    if (r->legacy.closing) {
+        struct legacyPersistSnapshot *persist = r->legacy.snapshot_pending;
+        r->legacy.snapshot_pending = NULL;
+        if (persist != NULL) {
+            legacyCancelPersistSnapshot(persist);
+            raft_free(persist);
+        }
+        configurationClose(&metadata.configuration);
+        cb(r, data, metadata.index, RAFT_CANCELED);
+        return;
+    }
+    if (status == 0 && !appSnapshotApplies(r, metadata.index, metadata.term)) {
+        status = RAFT_BUSY; /* superseded by an installed snapshot */
+    }
+    if (status != 0) {
+        configurationClose(&metadata.configuration);
+    } else {
+        logSnapshot(r->legacy.log, metadata.index, r->legacy.snapshot_trailing);
+        event.type = RAFT_SNAPSHOT;
+        memset(&event.reserved, 0, sizeof event.reserved);
+        event.snapshot.metadata = metadata; /* raft takes the configuration */
+        event.snapshot.trailing = r->legacy.snapshot_trailing;
+        LegacyForwardToRaftIo(r, &event);
+    }
+    appSnapshotStartPending(r);
+    cb(r, data, metadata.index, status);
+}
+
+/* Persist bufs as the snapshot at index. The buffers stay the caller's and must
+ * stay valid until cb(r, data, index, status), which is called only if this
+ * returns 0. */
+int raft_legacy_snapshot_put(struct raft *r,
+                             raft_index index,
+                             struct raft_buffer bufs[],
+                             unsigned n_bufs,
+                             void *data,
+                             raft_legacy_snapshot_put_cb cb)
+{
+    struct legacyAppSnapshot *req;
+    raft_term term;
+    int rv;
+
+    if (r->legacy.snapshot_trailing == 0 || index == 0 ||
+        index > r->last_applied || n_bufs == 0 || cb == NULL) {
+        return RAFT_INVALID; /* trailing 0 would make raft_uv wipe the log */
+    }
+    if (r->legacy.closing || r->state == RAFT_UNAVAILABLE) {
+        return RAFT_CANCELED;
+    }
+    if (r->legacy.snapshot_taking || r->legacy.snapshot_install ||
+        r->snapshot.installing || r->legacy.snapshot_pending != NULL) {
+        return RAFT_BUSY;
+    }
+    term = TrailTermOf(&r->trail, index);
+    if (term == 0 || !appSnapshotApplies(r, index, term)) {
+        return RAFT_NOTFOUND; /* stale, or already compacted */
+    }
+    req = raft_malloc(sizeof *req);
+    if (req == NULL) {
+        return RAFT_NOMEM;
+    }
+    req->r = r;
+    req->data = data;
+    req->cb = cb;
+    req->metadata.index = index;
+    req->metadata.term = term;
+    rv = appSnapshotConfiguration(r, index, &req->metadata.configuration,
+                                  &req->metadata.configuration_index);
+    if (rv != 0) {
+        raft_free(req);
+        return rv;
+    }
+    req->snapshot.index = index;
+    req->snapshot.term = term;
+    req->snapshot.configuration = req->metadata.configuration;
+    req->snapshot.configuration_index = req->metadata.configuration_index;
+    req->snapshot.bufs = bufs;
+    req->snapshot.n_bufs = n_bufs;
+    req->put.data = req;
+    rv = r->io->snapshot_put(r->io, r->legacy.snapshot_trailing, &req->put,
+                             &req->snapshot, appSnapshotCb);
+    if (rv != 0) {
+        configurationClose(&req->metadata.configuration);
+        raft_free(req);
+        return rv;
+    }
+    r->legacy.snapshot_taking = true;
+    return 0;
+}
+CSRC
+grep -q "canonical-raft fix: app-snapshot" "$SRC/src/legacy.c" || {
+  echo "fix_libraft: could not apply 'app-snapshot'" >&2; exit 1; }
+fi

@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from .config import Config
 from .errors import (AddressInUseError, BadIdError, CantBootstrapError, CantChangeError, CorruptError,
-                     DataDirLockedError, InvalidConfigError, LeadershipLostError,
+                     BusyError, DataDirLockedError, InvalidConfigError, LeadershipLostError,
                      NoConnectionError, NoSpaceError, NotLeaderError, RaftError,
                      ShutdownError, StorageError, TimeoutError, TooBigError)
 from .fsm import FSM
@@ -32,7 +32,7 @@ __libraft_version__ = _core.libraft_version
 
 __all__ = [
     "AddressInUseError", "ApplyFuture", "BadIdError", "CantBootstrapError", "CantChangeError", "Config",
-    "CorruptError", "DataDirLockedError", "FSM", "Future", "InvalidConfigError", "Leader",
+    "BusyError", "CorruptError", "DataDirLockedError", "FSM", "Future", "InvalidConfigError", "Leader",
     "LeadershipEvent", "LeadershipLostError", "NoConnectionError", "NoSpaceError", "Node",
     "NotLeaderError", "RaftError", "Role", "Server", "ShutdownError", "State",
     "StorageError", "TimeoutError", "TooBigError",

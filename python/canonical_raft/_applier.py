@@ -1,14 +1,16 @@
 """The applier: the Python thread that applies committed entries to the FSM
 and resolves futures, taking the core's items in batches (one GIL acquisition
-per batch, never on the loop thread)."""
+per batch, never on the loop thread). Between batches it takes snapshots
+(_snapshots.py); the loop thread never waits for it."""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from . import _core
-from ._codec import decode_snapshot, encode_snapshot
+from ._codec import decode_snapshot
 from .errors import ShutdownError, error_from_code
 from .types import Leader, LeadershipEvent, State
 
@@ -20,36 +22,52 @@ trace_log = logging.getLogger("canonical_raft.libraft")
 
 _K = _core.items
 COMMAND, APPLY_FAILED, REQUEST_DONE = _K["COMMAND"], _K["APPLY_FAILED"], _K["REQUEST_DONE"]
-RESTORE, SNAPSHOT, EVENT, LOG, CLOSED = (_K["RESTORE"], _K["SNAPSHOT"], _K["EVENT"],
-                                        _K["LOG"], _K["CLOSED"])
+RESTORE, SNAPSHOT_DONE, EVENT, LOG, CLOSED = (_K["RESTORE"], _K["SNAPSHOT_DONE"],
+                                             _K["EVENT"], _K["LOG"], _K["CLOSED"])
 ADVANCE = _K["ADVANCE"]
 _TRACE_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG,
                  5: logging.DEBUG}
 
 
 def run(node: Node, initial: list, started: list) -> None:
-    """The applier thread. It first restores the snapshot raft_start loaded (the
-    head of ``initial``) and reports to start() through ``started`` (an
-    exception, or None) and node._restored, so a damaged snapshot fails start()."""
+    """The applier thread. It first restores the snapshot raft_start loaded (in
+    ``initial``, after any libraft trace lines) and reports to start() through
+    ``started`` (an exception, or None) and node._restored, so a damaged
+    snapshot fails start()."""
     core = node._core
     items = initial
     try:
-        while items and items[0][0] == RESTORE:
-            _restore(node, items.pop(0))
+        while items and items[0][0] in (RESTORE, LOG):
+            item = items.pop(0)
+            if item[0] == RESTORE:
+                _restore(node, item)
+            else:
+                _log(node, item)
     except BaseException as exc:
         started.append(exc)
         node._restored.set()
         return
     started.append(None)
     node._restored.set()
+    snapshots = node._snapshots
     while True:
         if not items:
-            items = core.drain(250)
+            try:
+                items = core.drain(250)
+            except MemoryError:
+                # drain() put back what it could not convert: nothing is lost.
+                log.error("node %d: out of memory taking committed entries; retrying", node.id)
+                time.sleep(0.05)
+                continue
             if items is None:
                 return
         if not process(node, items):
             return
         items = None
+        try:
+            snapshots.maybe_take(node)
+        except Exception as exc:  # a bug of ours: never let it stop the applier
+            log.exception("node %d: taking a snapshot failed", node.id, exc_info=exc)
 
 
 def process(node: Node, items: list) -> bool:
@@ -65,22 +83,25 @@ def process(node: Node, items: list) -> bool:
                 _request_done(node, item)
             elif kind == RESTORE:
                 _restore(node, item)
-            elif kind == SNAPSHOT:
-                _snapshot(node, item)
+            elif kind == SNAPSHOT_DONE:
+                node._snapshots.done(node, item[1], item[2], item[3])
             elif kind == EVENT:
                 _event(node, item)
             elif kind == ADVANCE:
                 if item[1] > node._applied:
                     node._applied = item[1]
             elif kind == LOG:
-                trace_log.log(_TRACE_LEVELS.get(item[1], logging.DEBUG), "node %d: %s",
-                              node.id, item[2])
+                _log(node, item)
             elif kind == CLOSED:
                 _closed(node)
                 return False
         except BaseException as exc:  # FSM.restore failed, or a bug of ours
             _degrade(node, exc)
     return True
+
+
+def _log(node: Node, item: tuple) -> None:
+    trace_log.log(_TRACE_LEVELS.get(item[1], logging.DEBUG), "node %d: %s", node.id, item[2])
 
 
 def _degrade(node: Node, exc: BaseException) -> None:
@@ -106,6 +127,7 @@ def _apply(node: Node, item: tuple) -> None:
         return
     fsm_apply = node._fsm.apply
     pending = node._pending
+    released = released_bytes = 0
     for rid, data in cmds:
         try:
             result = fsm_apply(data)
@@ -117,18 +139,23 @@ def _apply(node: Node, item: tuple) -> None:
         if mine:
             fut = pending.pop(rid, None)
             if fut is not None:
+                released += 1
+                released_bytes += len(data)
                 fut.index = index
                 if failed is None:
                     fut.set_result(result)
                 else:
                     fut.set_exception(failed)
+    if released:
+        node._core.release(released, released_bytes)
     node._applied = index
 
 
 def _fail_mine(node: Node, cmds: list | None) -> None:
-    for rid, _data in cmds or ():
+    for rid, data in cmds or ():
         fut = node._pending.pop(rid, None)
         if fut is not None:
+            node._core.release(1, len(data))
             fut.set_exception(ShutdownError("the node's FSM failed; the command was committed "
                                             "but not applied here", indeterminate=True))
 
@@ -136,12 +163,17 @@ def _fail_mine(node: Node, cmds: list | None) -> None:
 def _apply_failed(node: Node, item: tuple) -> None:
     _, code, msg, ids, indeterminate, leader_id, leader_address, applied = item
     pending = node._pending
+    released = released_bytes = 0
     for rid in ids:
         fut = pending.pop(rid, None)
         if fut is not None:
+            released += 1
+            released_bytes += fut.nbytes
             fut.set_exception(error_from_code(code, msg, indeterminate=indeterminate,
                                               leader_id=leader_id,
                                               leader_address=leader_address))
+    if released:
+        node._core.release(released, released_bytes)
     node._applied = max(node._applied, applied)
 
 
@@ -153,8 +185,10 @@ def _request_done(node: Node, item: tuple) -> None:
         return
     fut, on_success = entry
     if code != 0:
-        fut.set_exception(error_from_code(code, msg, leader_id=leader_id,
-                                          leader_address=leader_address))
+        # Closed while in flight: a membership change may still have committed.
+        indeterminate = True if code == _core.codes["SHUTDOWN"] else None
+        fut.set_exception(error_from_code(code, msg, indeterminate=indeterminate,
+                                          leader_id=leader_id, leader_address=leader_address))
         return
     try:
         on_success(fut, leader_id)
@@ -168,28 +202,11 @@ def _restore(node: Node, item: tuple) -> None:
     if node._broken is not None:
         return
     node._fsm.restore(decode_snapshot(data))
+    # At start the core knows the index only once raft_start has returned.
+    index = index or node._core.start_snapshot_index
     if index:
         node._applied = index
-    node._snapshots_restored += 1
-
-
-def _snapshot(node: Node, item: tuple) -> None:
-    ticket = item[1]
-    if node._broken is not None:
-        node._core.snapshot_done(ticket, None)
-        return
-    try:
-        data = node._fsm.snapshot()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"FSM.snapshot() must return bytes, not {type(data).__name__}")
-        data = encode_snapshot(bytes(data), node._config.snapshot_compression)
-    except Exception:
-        log.error("node %d: FSM.snapshot raised; the snapshot is skipped", node.id,
-                  exc_info=True)
-        node._core.snapshot_done(ticket, None)
-        return
-    node._core.snapshot_done(ticket, data)
-    node._snapshots_taken += 1
+    node._snapshots.restored_at(index)
 
 
 def _event(node: Node, item: tuple) -> None:

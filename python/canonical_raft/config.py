@@ -38,9 +38,6 @@ class Config:
     snapshot_threshold: int = 8192
     #: Entries kept behind a snapshot, so slightly lagging followers need no snapshot.
     snapshot_trailing: int = 8192
-    #: How long the loop thread waits for the FSM to produce a snapshot; past it the
-    #: snapshot is skipped and tried again later.
-    snapshot_timeout: float = 10.0
     #: The leader resends a snapshot not acknowledged within this. libraft 0.22.1
     #: drops an InstallSnapshot that arrives while another is installing, so a
     #: follower can wait this long under load: keep it short on a LAN.
@@ -65,13 +62,18 @@ class Config:
     max_catch_up_round_duration: float = 5.0
     #: Listen here instead of on the node's advertised address (e.g. "0.0.0.0:9001").
     bind_address: str | None = None
+    #: Backpressure: commands submitted on this node and not yet resolved, at most
+    #: (apply() past it raises BusyError, or waits with apply(timeout=...)).
+    max_pending_commands: int = 100_000
+    #: ... and their bytes, at most.
+    max_pending_bytes: int = 256 * MiB
     #: Forward libraft's own trace lines (level 1 error .. 5 trace) to the
     #: "canonical_raft.libraft" logger. None: only when that logger is at DEBUG.
     trace_level: int | None = None
 
     def validate(self) -> Config:
         """Raise InvalidConfigError naming the first unusable field; return self."""
-        for name in ("election_timeout", "heartbeat_timeout", "snapshot_timeout",
+        for name in ("election_timeout", "heartbeat_timeout",
                      "install_snapshot_timeout", "connect_retry_delay",
                      "max_catch_up_round_duration"):
             value = getattr(self, name)
@@ -88,6 +90,10 @@ class Config:
             if not _is_int(value) or not 0 < value < 2**32:
                 raise InvalidConfigError(f"Config.{name} must be an int from 1 to 2**32-1, "
                                          f"not {value!r}")
+        for name in ("max_pending_commands", "max_pending_bytes"):
+            value = getattr(self, name)
+            if not _is_int(value) or not 0 < value < 2**63:
+                raise InvalidConfigError(f"Config.{name} must be a positive int, not {value!r}")
         for name in ("pre_vote", "auto_recovery", "snapshot_compression"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidConfigError(f"Config.{name} must be True or False, not "
@@ -165,7 +171,6 @@ def to_options(config: Config, node_id: int, address: str, data_dir: str,
     o.install_snapshot_timeout_ms = round(config.install_snapshot_timeout * 1000)
     o.snapshot_threshold = config.snapshot_threshold
     o.snapshot_trailing = config.snapshot_trailing
-    o.snapshot_timeout_ms = round(config.snapshot_timeout * 1000)
     o.connect_retry_delay_ms = round(config.connect_retry_delay * 1000)
     o.max_inflight_entries = config.max_inflight_entries
     o.max_catch_up_rounds = config.max_catch_up_rounds
@@ -175,4 +180,6 @@ def to_options(config: Config, node_id: int, address: str, data_dir: str,
     o.segment_size = config.segment_size
     o.max_entry_bytes = config.max_entry_bytes
     o.trace_level = trace_level
+    o.max_pending_commands = config.max_pending_commands
+    o.max_pending_bytes = config.max_pending_bytes
     return o

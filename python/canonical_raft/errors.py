@@ -127,6 +127,11 @@ class DataDirLockedError(RaftError):
     """Another process (or Node) is using this data dir."""
 
 
+class BusyError(RaftError):
+    """Too much is pending: the operation was not submitted, so it is safe to
+    retry (backpressure: Config.max_pending_commands / max_pending_bytes)."""
+
+
 _BY_NAME = {
     "NOTLEADER": NotLeaderError,
     "LEADERSHIPLOST": LeadershipLostError,
@@ -145,7 +150,8 @@ _BY_NAME = {
     "TOOBIG": TooBigError,
     "NOSPACE": NoSpaceError,
     "IOERR": StorageError,
-    "NOTFOUND": BadIdError,  # no such server (e.g. no voter to transfer to)
+    "NOTFOUND": BadIdError,
+    "BUSY": BusyError,  # no such server (e.g. no voter to transfer to)
 }
 # The one table from libraft's codes (read from the compiled header) to classes.
 _BY_CODE = {_core.codes[name]: cls for name, cls in _BY_NAME.items()}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import abc
+from typing import Sequence, Union
+
+Buffer = Union[bytes, bytearray, memoryview]
 
 
 class FSM(abc.ABC):
@@ -18,6 +21,14 @@ class FSM(abc.ABC):
     result of ``node.apply(...)`` on the node that proposed the command. If it
     raises, the exception becomes that future's exception, is logged, and the
     entry still counts as applied (on every node, where it raises alike).
+
+    Snapshots: the applier calls ``snapshot`` itself, between two applies, every
+    ``Config.snapshot_threshold`` entries, so it sees exactly the state at one
+    log index. While it runs, applies on this node wait; Raft does not
+    (heartbeats, elections and replication go on), so a slow snapshot never
+    costs the cluster its leader. If it raises, the error is logged once and
+    counted in ``node.stats()["snapshot"]``, and the snapshot is retried after a
+    backoff (1 s doubling to 60 s); the log is not compacted meanwhile.
     """
 
     @abc.abstractmethod
@@ -25,8 +36,10 @@ class FSM(abc.ABC):
         """Apply one committed command; the return value is the command's result."""
 
     @abc.abstractmethod
-    def snapshot(self) -> bytes:
-        """The whole state as bytes (for log compaction and lagging followers)."""
+    def snapshot(self) -> Buffer | Sequence[Buffer]:
+        """The whole state (for log compaction and lagging followers), as a
+        bytes-like object or a list of them: a large state need not be joined
+        into one buffer. ``restore`` receives their concatenation."""
 
     @abc.abstractmethod
     def restore(self, snapshot: bytes) -> None:

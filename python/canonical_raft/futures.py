@@ -128,3 +128,4 @@ class ApplyFuture(Future):
     def __init__(self, resolver: int | None = None) -> None:
         super().__init__(resolver)
         self.index: int | None = None
+        self.nbytes = 0  # the command's size, for the node's backpressure count

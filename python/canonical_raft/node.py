@@ -13,10 +13,11 @@ import weakref
 from typing import AsyncIterator, Callable
 
 from . import _applier, _core, _loop
+from ._snapshots import Snapshots
 from ._preflight import check_bindable, check_metadata, newest_snapshot
 from .config import Config, check_id, parse_address, to_options
-from .errors import (CorruptError, DataDirLockedError, InvalidConfigError, RaftError, ShutdownError,
-                     TimeoutError, TooBigError, from_core)
+from .errors import (BusyError, CorruptError, DataDirLockedError, InvalidConfigError, RaftError,
+                     ShutdownError, TimeoutError, TooBigError, from_core)
 from .events import EventHub
 from .fsm import FSM
 from .futures import ApplyFuture, Future
@@ -82,8 +83,8 @@ class Node:
         self._pending: dict[int, ApplyFuture] = {}
         self._requests: dict[int, tuple[Future, Callable]] = {}
         self._applied = 0
-        self._snapshots_taken = 0
-        self._snapshots_restored = 0
+        self._snapshots = Snapshots(self._config.snapshot_threshold,
+                                    self._config.snapshot_compression)
         self._events = EventHub()
 
     def _check_cluster(self, cluster) -> list[tuple[int, str]]:
@@ -254,9 +255,15 @@ class Node:
 
     # ------------------------------------------------------------ commands
 
-    def apply(self, command: bytes) -> ApplyFuture:
+    def apply(self, command: bytes, *, timeout: float | None = None) -> ApplyFuture:
         """Replicate one command; the future resolves to FSM.apply's return value
-        once the command is committed and applied on this node."""
+        once the command is committed and applied on this node.
+
+        Backpressure: at most ``Config.max_pending_commands`` commands (and
+        ``max_pending_bytes`` bytes) submitted on this node may be unresolved.
+        Past that, apply() raises BusyError at once (safe inside an event loop),
+        or with ``timeout`` waits up to that many seconds for room first. A
+        BusyError command was never submitted: retrying it cannot apply it twice."""
         if not isinstance(command, bytes):
             if isinstance(command, (bytearray, memoryview)):
                 command = bytes(command)
@@ -268,10 +275,33 @@ class Node:
         core = self._check_open()
         rid = next(self._ids)
         fut = ApplyFuture(self._applier_ident)
+        fut.nbytes = len(command)
         self._pending[rid] = fut
-        core.submit(rid, command)
+        if not core.submit(rid, command):
+            del self._pending[rid]
+            self._wait_for_room(core, rid, fut, command, timeout)
         self._settle_if_closed(self._pending, rid)
         return fut
+
+    def _wait_for_room(self, core: _core.NodeCore, rid: int, fut: ApplyFuture,
+                       command: bytes, timeout: float | None) -> None:
+        deadline = time.monotonic() + (timeout or 0.0)
+        if timeout and self._on_applier_thread():
+            raise RaftError("apply(timeout=...) on the node's applier thread (in an FSM "
+                            "method or a callback) would wait on itself")
+        while True:
+            if time.monotonic() >= deadline:
+                raise BusyError(
+                    f"node {self.id} has {core.stats()['pending_commands']} commands pending "
+                    f"(Config.max_pending_commands={self._config.max_pending_commands}, "
+                    f"max_pending_bytes={self._config.max_pending_bytes}); the command was "
+                    "not submitted: retry later or pass apply(..., timeout=seconds)")
+            time.sleep(0.001)
+            core = self._check_open()
+            self._pending[rid] = fut
+            if core.submit(rid, command):
+                return
+            del self._pending[rid]
 
     def _request(self, submit: Callable[[int], None],
                  on_success: Callable[[Future, int], None] | None = None) -> Future:
@@ -398,10 +428,11 @@ class Node:
     def stats(self) -> dict:
         """A snapshot of this node's counters and Raft state, for monitoring."""
         stats = self._check_open_stats()
+        snapshots = self._snapshots.stats()
         stats.update(id=self.id, address=self.address, state=State(stats["state"]).name,
                      last_applied=self._applied, pending_applies=len(self._pending),
-                     snapshots_taken=self._snapshots_taken,
-                     snapshots_restored=self._snapshots_restored)
+                     snapshots_taken=snapshots["taken"],
+                     snapshots_restored=snapshots["restored"], snapshot=snapshots)
         return stats
 
     def wait_leader(self, timeout: float | None = None) -> Leader:
@@ -419,6 +450,11 @@ class Node:
     def wait_applied(self, index: int, timeout: float | None = None) -> None:
         """Wait until this node's FSM has applied ``index``."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._applied < index and self._on_applier_thread():
+            # The applier would wait on itself (e.g. in a future's done callback).
+            raise RaftError(f"wait_applied({index}) on node {self.id}'s applier thread (in an "
+                            "FSM method or a callback) would wait on itself; index "
+                            f"{self._applied} is applied so far")
         while self._applied < index:
             self._check_open()
             if deadline is not None and time.monotonic() >= deadline:

@@ -11,10 +11,11 @@ the same run, so a failing test replays exactly.
         c = Cluster(3, fsm=MyFSM, seed=7)
         c.elect(0)
         f = c.apply(b"x")                  # on the leader; an ApplyFuture like a Node's
-        c.step_until_applied(f.index)
-        assert f.result() == ...
+        assert c.step_until_done(f) == ...
         c.disconnect(0, 1); c.disconnect(0, 2)
         c.step_until_leader(exclude=0)
+        g = c.apply(b"y")
+        c.step_until_applied(g.index)      # the new leader and the servers it reaches
         c.heal()
         c.assert_consistent()              # every replica agrees on the applied prefix
 
@@ -26,7 +27,7 @@ Concurrency contract: a Cluster belongs to the thread that created it. The FSMs'
 ``apply``, ``snapshot`` and ``restore`` run synchronously inside the stepping
 calls (``step``, ``step_until_*``, ``elect``...), on that thread; futures resolve
 there too, so wait on them only after stepping (``result()`` on a future that is
-not done raises instead of blocking forever).
+not done raises instead of blocking forever), or with ``step_until_done``.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ class ClusterFuture(ApplyFuture):
     """The ApplyFuture of ``Cluster.apply``. It resolves only while the cluster is
     stepped, on the stepping thread; waiting on it before then raises."""
 
+    _request_id = 0  # its key in the Cluster's pending table
+
     def _check_wait(self) -> None:
         if not self.done():
             raise RaftError(
                 "this future resolves only while the Cluster is stepped; call "
-                "cluster.step_until_applied(future.index) (or another step method) first")
+                "cluster.step_until_done(future) (or another step method) first")
 
 
 class Cluster:
@@ -74,12 +77,25 @@ class Cluster:
     Args:
         n: number of voting servers (1 to 8).
         fsm: the FSM class (or any zero-argument factory); one instance per server.
-        seed: seeds the randomized election timeout of each server (in [1000, 2000]
-            ms), so elections happen in a seed-dependent but reproducible order.
-            ``None`` keeps the fixture's defaults (1000 + 100 x i: server 0 times
-            out first).
+        seed: makes the randomized election timeouts (in [1000, 2000] ms) random
+            but reproducible, so elections happen in a seed-dependent order.
+            ``None`` keeps the fixture's fixed defaults (1000 + 100 x i: server 0
+            times out first, every time).
         pre_vote: enable Raft's pre-vote phase on every server.
         trace: print libraft's event trace to stderr (for debugging a test).
+
+    Election timeouts with a seed: each server draws a new randomized timeout
+    every time its election timer is reset (when it becomes a follower, at
+    every election round it starts), as libraft does on a real node, so two
+    servers that time out together once (a split vote) are unlikely to do so
+    again. libraft's fixture would otherwise hand a server the same value at
+    every draw. The first timeout of each server comes from ``random.Random(
+    seed)`` (the same stream as ``cluster.random``, before your own draws);
+    the next ones from a per-server ``raft_random`` sequence seeded from
+    ``seed``. The core notices each draw after the step that made it (the
+    timer then expires exactly that many ms ahead) and hands the fixture the
+    next value (``raft_fixture_set_randomized_election_timeout``). Same seed,
+    same calls: same run.
     """
 
     def __init__(self, n: int = 3, fsm: FSMFactory | None = None, *, seed: int | None = None,
@@ -96,8 +112,11 @@ class Cluster:
         timeouts = ([] if seed is None else
                     [self.random.randint(ELECTION_TIMEOUT, 2 * ELECTION_TIMEOUT)
                      for _ in range(n)])
+        # A stream of its own, so that cluster.random stays the test's.
+        timer = random.Random(f"canonical_raft.testing.Cluster/election/{seed}")
+        seeds = [] if seed is None else [timer.getrandbits(32) for _ in range(n)]
         try:
-            self._core = _core.FixtureCore(self._fsms, pre_vote, True, trace, timeouts)
+            self._core = _core.FixtureCore(self._fsms, pre_vote, True, trace, timeouts, seeds)
         except _core.CoreError as exc:
             raise from_core(exc) from None
         self._ids = itertools.count(1)
@@ -172,19 +191,58 @@ class Cluster:
         """Advance simulated time by ``ms`` milliseconds."""
         self._call(self._core.step_for, ms)
 
-    def step_until_applied(self, index: int, i: int | None = None, *,
+    def step_until_applied(self, index: int, i: int | Iterable[int] | None = None, *,
                            max_ms: int = DEFAULT_MAX_MS) -> None:
-        """Step until server ``i`` (default: every live server) applied ``index``.
+        """Step until the servers that can reach the leader applied ``index``.
+
+        By default, wait until there is a stable leader, and it and every live
+        server linked to it in both directions (not cut off by ``disconnect``,
+        ``isolate`` or ``partition``) applied ``index``. A server cut off from
+        the leader, or killed, is not waited for (it may never catch up). The
+        check is made after every step, so it follows a change of leader. Pass
+        a server index, or several, as ``i`` to wait for exactly those servers
+        (killed or cut off ones included).
+
+        An index says where an entry is, not which one: after a partition, a new
+        leader can put a different entry at the index of one the old leader
+        proposed. To wait for a given command, use ``step_until_done``.
 
         Raises canonical_raft.TimeoutError if that takes more than ``max_ms``.
         """
         if index is None:
             raise TypeError("index is None: the command was not accepted (see the future)")
-        target = -1 if i is None else self._check(i)
-        if not self._call(self._core.step_until_applied, target, index, max_ms):
-            who = "every live server" if i is None else f"server {i}"
+        servers = self._indexes(i)
+        if i is not None and not servers:
+            raise ValueError("no server to wait for")
+        if not self._call(self._core.step_until_applied, servers, index, max_ms):
+            who = ("the leader's side" if i is None else
+                   "servers " + ", ".join(map(str, servers)))
             raise TimeoutError(f"{who} did not apply index {index} within {max_ms} "
-                               f"simulated ms (applied: {self._applied_summary()})")
+                               f"simulated ms (leader: {self.leader}, "
+                               f"applied: {self._applied_summary()})")
+
+    def step_until_done(self, future: ClusterFuture, *, max_ms: int = DEFAULT_MAX_MS):
+        """Step until ``future`` (from ``apply`` on this cluster) resolves; return
+        its result, or raise its exception.
+
+        Unlike ``step_until_applied(future.index)``, this waits for that very
+        command: an entry proposed by a leader that lost its place fails with
+        LeadershipLostError even if another entry is applied at its index.
+
+        Raises canonical_raft.TimeoutError (and leaves the future pending) if it
+        does not resolve within ``max_ms``.
+        """
+        if not isinstance(future, ClusterFuture):
+            raise TypeError(f"step_until_done needs a ClusterFuture from Cluster.apply, "
+                            f"not {type(future).__name__}")
+        if not future.done():
+            if self._pending.get(future._request_id) is not future:
+                raise ValueError("this future belongs to another Cluster")
+            if not self._call(self._core.step_until_outcome, future._request_id, max_ms):
+                raise TimeoutError(f"the command at index {future.index} did not resolve "
+                                   f"within {max_ms} simulated ms (leader: {self.leader}, "
+                                   f"applied: {self._applied_summary()})")
+        return future.result()
 
     def step_until_leader(self, exclude: Exclude = None, *, max_ms: int = DEFAULT_MAX_MS) -> int:
         """Step until a stable leader not in ``exclude`` exists; return its index.
@@ -273,6 +331,7 @@ class Cluster:
         except _core.CoreError as exc:
             fut.set_exception(from_core(exc))
             return fut
+        fut._request_id = rid
         self._pending[rid] = fut
         return fut
 
@@ -363,8 +422,15 @@ class Cluster:
         self._core.set_disk_latency(i, ms)
 
     def set_election_timeout(self, i: int, ms: int) -> None:
-        """The randomized election timeout server ``i`` draws next, in [1000, 2000]."""
+        """The randomized election timeout server ``i`` draws next, in [1000, 2000].
+
+        It holds until the server resets its election timer with it; with a seed,
+        the draws after that are random again."""
         self._call(self._core.set_election_timeout, self._check(i), ms)
+
+    def election_timeout(self, i: int) -> int:
+        """The randomized election timeout server ``i`` will draw next (ms)."""
+        return self._core.election_timeout(self._check(i))
 
     def io_fault(self, i: int, delay: int = 0, repeat: int = 1, *, unsafe: bool = False) -> None:
         """Fail server ``i``'s I/O (disk writes, sends, term/vote saves) after
