@@ -57,7 +57,8 @@ def server_args(threshold: int, apply_delay: float = 0.0) -> list[str]:
             "--snapshot-threshold", str(threshold), "--snapshot-trailing", "64",
             "--apply-timeout", str(WAIT),
             "--fsm-ballast-mb", str(BALLAST_MB), "--fsm-snapshot-delay", str(SNAPSHOT_DELAY),
-            "--fsm-apply-delay", str(apply_delay), "--loop-probe", "0.005"]
+            "--fsm-apply-delay", str(apply_delay), "--loop-probe", "0.005",
+            "--max-pending-commands", str(2 * BACKLOG)]  # the whole backlog queued at once
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ the large-state benchmark (bench/_large_state.py). Not for production use.
 * Extra client ops (newline-delimited JSON, as in server.py):
   ``{"op": "probe", "reset": bool}``: the probe's figures (per node);
   ``{"op": "bulk", "count": n, "key": k}``: on the leader, queue ``n`` increments
-  of ``k`` at once (``node.apply`` without waiting), then wait for them all;
+  of ``k`` at once (``node.apply`` without waiting for results; for room only,
+  past ``--max-pending-commands``), then wait for them all;
   ``{"op": "load", "seconds": s, "inflight": n, "key": k}``: on the leader, keep
   ``n`` increments of ``k`` in flight for ``s`` seconds (the benchmark's load;
   it pauses while the node is not the leader).
@@ -228,9 +229,9 @@ def _bulk(node: Node, count: int, command: bytes) -> dict:
                 done.set()
 
     t0 = time.monotonic()
-    for i in range(count):
-        try:
-            fut = node.apply(command)
+    for _ in range(count):
+        try:  # past Config.max_pending_commands, wait for room (BusyError after 60 s)
+            fut = node.apply(command, timeout=60.0)
         except RaftError as exc:  # refused before it reached raft: counted, not retried
             finished(_Failed(exc))
             continue

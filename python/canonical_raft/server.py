@@ -100,6 +100,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heartbeat-timeout", type=float, default=Config.heartbeat_timeout)
     p.add_argument("--snapshot-threshold", type=int, default=Config.snapshot_threshold)
     p.add_argument("--snapshot-trailing", type=int, default=Config.snapshot_trailing)
+    p.add_argument("--max-pending-commands", type=int, default=Config.max_pending_commands,
+                   help="backpressure: unresolved commands submitted on this node, at most")
     p.add_argument("--apply-timeout", type=float, default=10.0,
                    help="seconds a write may wait to commit before answering 'timeout'")
     p.add_argument("--journal-size", type=int, default=200_000,
@@ -525,7 +527,8 @@ def run(args: argparse.Namespace) -> int:
     config = Config(election_timeout=args.election_timeout,
                     heartbeat_timeout=args.heartbeat_timeout,
                     snapshot_threshold=args.snapshot_threshold,
-                    snapshot_trailing=args.snapshot_trailing)
+                    snapshot_trailing=args.snapshot_trailing,
+                    max_pending_commands=args.max_pending_commands)
     journal = Journal(args.journal_size)
     store = JournalStore(journal)
     rig = _slowfsm.Rig.from_args(args, store)  # the store, or a SlowFSM around it
