@@ -54,7 +54,8 @@ STATE_LINE = re.compile(r"state (\w+), term (\d+), leader (\w+)")
 
 def server_args(threshold: int, apply_delay: float = 0.0) -> list[str]:
     return ["--election-timeout", str(ELECTION), "--heartbeat-timeout", "0.1",
-            "--snapshot-threshold", str(threshold), "--snapshot-trailing", "64",
+            # A short trailing keeps compaction visible: old segments get deleted.
+            "--snapshot-threshold", str(threshold), "--snapshot-trailing", str(threshold // 4),
             "--apply-timeout", str(WAIT),
             "--fsm-ballast-mb", str(BALLAST_MB), "--fsm-snapshot-delay", str(SNAPSHOT_DELAY),
             "--fsm-apply-delay", str(apply_delay), "--loop-probe", "0.005",
