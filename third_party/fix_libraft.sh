@@ -45,14 +45,20 @@ fix assign-change legacy.c \
 fix assign-change-catch-up legacy.c \
   's/(event\.catch_up\.server_id = server->id;\n\n([ \t]*)rv = LegacyForwardToRaftIo\(r, &event\);\n[ \t]*if \(rv != 0\) \{\n)/$1$2    r->legacy.change = NULL; \/* canonical-raft fix: assign-change-catch-up *\/\n/'
 
-# 5. Followers record the *first* index of an AppendEntries batch as the index of
+# 5. clientChangeConfiguration leaks the encoded configuration when the submit
+#    is refused before libraft takes it (RAFT_NOSPACE from a full log, and the
+#    other early rejections that leave raft_apply's buffer to its caller).
+fix change-buffer legacy.c \
+  's/(rv = configurationEncode\(configuration, &entry\.buf\);\n(?:.*\n){0,14}?([ \t]*)rv = LegacyForwardToRaftIo\(r, &event\);\n[ \t]*if \(rv != 0\) \{\n)/$1$2    if (rv == RAFT_NOSPACE || rv == RAFT_NOTLEADER || rv == RAFT_CANTCHANGE ||\n$2        rv == RAFT_MALFORMED) { \/* canonical-raft fix: change-buffer *\/\n$2        raft_free(entry.buf.base);\n$2    }\n/'
+
+# 6. Followers record the *first* index of an AppendEntries batch as the index of
 #    every configuration change in it, so a change in the middle of a batch never
 #    advances configuration_committed_index (one stayed at 1 after an add at
 #    39154), and snapshots then carry a stale membership. Use the entry's index.
 fix change-index replication.c \
   's/(\n[ \t]*)rv = membershipUncommittedChange\(r, index, entry\);/$1\/* canonical-raft fix: change-index *\/$1rv = membershipUncommittedChange(r, index + i, entry);/'
 
-# 6. A new entry point: persist a snapshot that the application produced itself,
+# 7. A new entry point: persist a snapshot that the application produced itself,
 #    for an index it has applied (at or below last_applied), without libraft
 #    calling fsm->snapshot on the loop thread. Our applier thread serialises the
 #    FSM between two batches and the loop thread hands the bytes here; this does
