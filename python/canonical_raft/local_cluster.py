@@ -209,6 +209,10 @@ class LocalCluster:
     def dump(self, node_id: int) -> dict:
         return self._monitor.dump(node_id)
 
+    def request(self, node_id: int, request: dict, timeout: float | None = None) -> dict:
+        """One request to one node (no retry); its reply."""
+        return self._monitor.request(node_id, request, timeout)
+
     def wait_leader(self, timeout: float = 30.0, *, after_term: int = 0) -> dict:
         """The status of the running node that leads in the highest term
         (above ``after_term``), once there is one."""

@@ -15,6 +15,7 @@ reply line per request line, in order. Requests::
     {"op": "read_index", "key": k}    linearizable read, leader only: also "index"
     {"op": "status"}                  {"op": "dump"}  (this node's whole dict)
     {"op": "journal", "from": n, "limit": m, "commands": bool}  the apply journal
+    {"op": "probe"} {"op": "bulk", ...} {"op": "load", ...}  test rig: see _slowfsm.py
 
 A reply is the KVStore result (``{"ok": ...}``) or ``{"error": name, ...}``.
 A write's reply also carries "index": the raft log index its entry was applied
@@ -45,7 +46,7 @@ import sys
 import threading
 from typing import Any
 
-from . import kv
+from . import _slowfsm, kv
 from .config import Config
 from .errors import (LeadershipLostError, NoConnectionError, NotLeaderError, RaftError,
                      ShutdownError)
@@ -99,6 +100,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heartbeat-timeout", type=float, default=Config.heartbeat_timeout)
     p.add_argument("--snapshot-threshold", type=int, default=Config.snapshot_threshold)
     p.add_argument("--snapshot-trailing", type=int, default=Config.snapshot_trailing)
+    p.add_argument("--max-pending-commands", type=int, default=Config.max_pending_commands,
+                   help="backpressure: unresolved commands submitted on this node, at most")
     p.add_argument("--apply-timeout", type=float, default=10.0,
                    help="seconds a write may wait to commit before answering 'timeout'")
     p.add_argument("--journal-size", type=int, default=200_000,
@@ -107,6 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop when the parent process dies (for supervised clusters)")
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _slowfsm.add_arguments(p)
 
 
 # ------------------------------------------------------------------ requests
@@ -307,11 +311,12 @@ class Handler:
     """Answers client requests against one node and its KVStore."""
 
     def __init__(self, node: Node, store: kv.KVStore, client_ports: dict[int, int],
-                 apply_timeout: float) -> None:
+                 apply_timeout: float, extra_ops: dict[str, Any] | None = None) -> None:
         self.node = node
         self.store = store
         self.client_ports = client_ports
         self.apply_timeout = apply_timeout
+        self.extra_ops = extra_ops or {}  # op -> async fn(handler, request)
 
     def not_leader(self, leader_id: int | None = None) -> dict:
         if not leader_id:
@@ -342,6 +347,8 @@ class Handler:
             if op == "dump":
                 return {"ok": True, "id": self.node.id, "last_applied": self.node.last_applied,
                         "data": self.store.dump()}
+            if op in self.extra_ops:
+                return await self.extra_ops[op](self, req)
         except (KeyError, TypeError, ValueError) as exc:
             return _error("bad_request", f"{op}: {exc!r}")
         except NotLeaderError as exc:
@@ -520,20 +527,22 @@ def run(args: argparse.Namespace) -> int:
     config = Config(election_timeout=args.election_timeout,
                     heartbeat_timeout=args.heartbeat_timeout,
                     snapshot_threshold=args.snapshot_threshold,
-                    snapshot_trailing=args.snapshot_trailing)
+                    snapshot_trailing=args.snapshot_trailing,
+                    max_pending_commands=args.max_pending_commands)
     journal = Journal(args.journal_size)
     store = JournalStore(journal)
+    rig = _slowfsm.Rig.from_args(args, store)  # the store, or a SlowFSM around it
     node: Node | None = None
     try:
         try:
-            node = JournalNode(args.id, args.address, store, args.data_dir,
+            node = JournalNode(args.id, args.address, rig.fsm, args.data_dir,
                                cluster=args.cluster, config=config, journal=journal)
             node.on_leadership_change(_log_event)
             node.start()
         except (RaftError, ValueError, TypeError) as exc:
             print(f"error: node {args.id} could not start: {exc}", file=sys.stderr)
             return 1
-        handler = Handler(node, store, args.client_ports, args.apply_timeout)
+        handler = Handler(node, store, args.client_ports, args.apply_timeout, rig.start(node))
         asyncio.run(Server(handler, args.client_port, args.exit_with_parent)
                     .run(f"READY {args.id}"))
     except KeyboardInterrupt:
@@ -543,6 +552,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     finally:
+        rig.close()
         if node is not None:
             node.close()
     log.info("closed")

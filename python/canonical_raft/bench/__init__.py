@@ -27,6 +27,7 @@ import time
 
 from . import _limits, _report
 from ._proc import BenchError
+from ._large_state import run_large_state
 from ._systems import NodeCluster, ceiling_binary, run_ceiling, run_snapshot_install
 
 __all__ = ["main"]
@@ -34,6 +35,8 @@ __all__ = ["main"]
 MiB = 1024 * 1024
 PSO_DURABILITY = "none: log in memory, no fsync"
 OUR_DURABILITY = "fsync (O_DSYNC) per entry"
+#: FSM.snapshot()'s cost in the large-state scenario (issue 8's 47 MB FSM: 0.8-2.2 s).
+LARGE_STATE_SNAPSHOT_DELAY = 1.0
 
 
 @dataclasses.dataclass
@@ -50,15 +53,18 @@ class Plan:
     five_nodes_ceiling: bool = False
     snapshots: tuple = (1 * MiB,)
     limits_seconds: float = 1.0
+    large_states: tuple = ()      # FSM sizes of the large-state scenario (_large_state.py)
+    large_state_seconds: float = 10.0
 
 
 PLANS = {
     "smoke": Plan("smoke", 1.0, 1.0, 1.0, limits_seconds=0.5),
     "quick": Plan("quick", 3.0, 2.0, 1.5, scale=(1, 10, 100, 10000), five_nodes=True,
-                  snapshots=(1 * MiB, 8 * MiB)),
+                  snapshots=(1 * MiB, 8 * MiB), large_states=(50 * MiB,)),
     "full": Plan("full", 10.0, 10.0, 5.0, scale=(1, 10, 100, 10000), scale_pysyncobj=True,
                  pso_sizes=(64, 1024), five_nodes=True, five_nodes_ceiling=True,
-                 snapshots=(1 * MiB, 64 * MiB), limits_seconds=3.0),
+                 snapshots=(1 * MiB, 64 * MiB), limits_seconds=3.0,
+                 large_states=(0, 50 * MiB), large_state_seconds=20.0),
 }
 
 
@@ -157,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(args.dir, exist_ok=True)
     root = tempfile.mkdtemp(prefix="craft-bench-", dir=args.dir)
     results = {"mode": plan.name, "plan": dataclasses.asdict(plan), "machine": machine_info(root),
-               "limits": {}, "runs": [], "latency": [], "snapshots": [], "rss": [],
-               "errors": []}
+               "limits": {}, "runs": [], "latency": [], "snapshots": [], "large_state": [],
+               "rss": [], "errors": []}
     try:
         _run(plan, pso, root, results)
     except KeyboardInterrupt:
@@ -191,7 +197,7 @@ def _count_steps(plan: Plan, pso: bool, ceiling: bool) -> int:
     n += 3 if plan.five_nodes else 0
     if pso:
         n += 2 * (1 + 2 * len(plan.pso_sizes) + (len(plan.scale) if plan.scale_pysyncobj else 0))
-    return n + len(plan.snapshots)
+    return n + len(plan.snapshots) + len(plan.large_states)
 
 
 def _run(plan: Plan, pso: bool, root: str, results: dict) -> None:
@@ -235,6 +241,13 @@ def _run(plan: Plan, pso: bool, root: str, results: dict) -> None:
         progress(f"canonical-raft: install a {size // MiB} MiB snapshot on a lagging node")
         attempt(f"snapshot {size // MiB} MiB", lambda s=size: results["snapshots"].append(
             run_snapshot_install(root, s, name=f"snap-{s}")))
+    for size in plan.large_states:
+        delay = LARGE_STATE_SNAPSHOT_DELAY if size else 0.0
+        progress(f"canonical-raft: {size // MiB} MiB state, snapshot() taking {delay:g} s, "
+                 f"1000 in flight for {plan.large_state_seconds:g} s")
+        attempt(f"large state {size // MiB} MiB", lambda s=size, d=delay: results[
+            "large_state"].append(run_large_state(root, s, seconds=plan.large_state_seconds,
+                                                  snapshot_delay=d, name=f"large-{s}")))
     progress.done()
 
 

@@ -137,6 +137,8 @@ def print_table(results: dict, file=sys.stdout) -> None:
         for s in results["snapshots"]:
             print(f"  {s['size'] / 2**20:>6.0f} MiB: {s['seconds']:.2f} s from start() to "
                   f"caught up ({s['snapshots_restored']} snapshot(s) restored)", file=file)
+    if results.get("large_state"):
+        print_large_state(results["large_state"], file)
     if results["rss"]:
         print("\nRSS of each node process (MiB, now / peak):", file=file)
         for r in results["rss"]:
@@ -152,6 +154,27 @@ def print_table(results: dict, file=sys.stdout) -> None:
         print("\nFAILED:", file=file)
         for e in results["errors"]:
             print(f"  {e}", file=file)
+
+
+def print_large_state(runs: list[dict], file=sys.stdout) -> None:
+    """The large-state rows (bench/_large_state.py)."""
+    print("\nlarge state, snapshots during the load (canonical-raft, 3 serve processes, "
+          "KVStore + ballast, 1000 in flight):", file=file)
+    head = (f"  {'state':>8}{'snapshot()':>11}{'applies/s':>11}{'failed':>8}{'leader chg':>11}"
+            f"{'terms':>6}{'snapshots':>11}{'loop p50/p99/max ms during snapshots':>40}")
+    print(head, file=file)
+    for r in runs:
+        snaps = "/".join(str(v) for _, v in sorted(r["snapshots_taken"].items()))
+        during = [d for d in r["loop_during_snapshots"].values() if d and d["samples"]]
+        loop = "-" if not during else (
+            f"{max(d['p50_ms'] for d in during):.2f} / {r['loop_p99_ms']:.2f} / "
+            f"{r['loop_max_ms']:.2f}")
+        print(f"  {r['state_bytes'] / 2**20:>4.0f} MiB{r['snapshot_delay']:>9.1f} s"
+              f"{r['applies_per_s']:>11,.0f}{r['failed']:>8}{r['leader_changes']:>11}"
+              f"{r['terms']:>6}{snaps:>11}{loop:>40}", file=file)
+    print("  (election timeout 1 s; snapshot() sleeps as a large FSM's serialisation would; "
+          "leader chg: a node became leader after\n   the first; snapshots: taken by each node; "
+          "loop: node.stats() round trips through the loop thread, worst node)", file=file)
 
 
 def plot(results: dict, path: str) -> str | None:
