@@ -52,9 +52,12 @@ class Identity:
 
 
 def cluster_id_for(cluster: list[tuple[int, str]] | dict[int, str]) -> str:
-    """The cluster id every member bootstrapped with ``cluster`` derives alike."""
-    pairs = sorted(dict(cluster).items())
-    text = json.dumps([[sid, addr] for sid, addr in pairs], separators=(",", ":"))
+    """The cluster id every member bootstrapped with ``cluster`` derives alike.
+
+    Only the member ids count: members may legitimately know each other under
+    different addresses (a proxy, NAT, a host name against an IP), and every
+    such view must give one cluster id."""
+    text = json.dumps(sorted(dict(cluster)), separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
