@@ -66,6 +66,8 @@ need autoreconf automake libtoolize
 bash "$HERE/fix_libraft.sh" "$SRC"  # idempotent: the copy under test is the patched one
 
 mkdir -p "$DIR"
+exec 9>"$DIR/.lock"
+flock 9  # one run at a time per scratch dir (its build and its mounts)
 # A stamp of the patched source: rebuild from scratch when it changed.
 stamp=$( (cd "$SRC" && find src include test configure.ac Makefile.am m4 -type f \
            ! -name raft.h -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16)
