@@ -136,3 +136,11 @@ def test_failed_assign_is_clean_under_asan(asan_core, tmp_path):
     # libraft kept a failed raft_assign request in r->legacy.change (fix_libraft.sh:
     # assign-change); under ASan the use after free is caught at its first read.
     assert "assign ok" in run_under_asan(asan_core, tmp_path, "assign_nospace.py")
+
+
+def test_fixed_hostile_messages_are_clean_under_asan(asan_core, tmp_path):
+    # request-vote-flags, configuration-bounds, message-length (fix_libraft.sh):
+    # 8-byte and unbounded over-reads in the decoders before those fixes.
+    names = ["32-byte RequestVote v1", "32-byte RequestVote v0",
+             "short InstallSnapshot configuration", "64 MiB header"]
+    assert "served 4" in run_under_asan(asan_core, tmp_path, "hostile.py", *names)

@@ -239,3 +239,43 @@ CSRC
 grep -q "canonical-raft fix: app-snapshot" "$SRC/src/legacy.c" || {
   echo "fix_libraft: could not apply 'app-snapshot'" >&2; exit 1; }
 fi
+
+# 8. decodeRequestVote reads the 8-byte flags for any version >= 1, but a 32-byte
+#    RequestVote (version 1, or version 0 of exactly 32 bytes, both allowed by
+#    header-length) has none: an 8-byte heap over-read. Read them only if present.
+fix request-vote-flags uv_encoding.c \
+  's/(\n[ \t]*)if \(p->version >= 1\) \{(\n[ \t]*uint64_t flags = byteGet64\(&cursor\);\n[ \t]*p->disrupt_leader)/$1\/* canonical-raft fix: request-vote-flags *\/$1if (p->version >= 1 && buf->len >= sizeofRequestVote()) {$2/'
+
+# 9. configurationDecode has no bounds checks: it reads each server's id and role
+#    wherever the cursor is, so a configuration shorter than it declares (e.g. 29
+#    bytes, 2 servers, an 11-character first address) reads past the buffer, the
+#    remaining length then wraps and the next address scan is unbounded. It
+#    decodes configurations from peers (InstallSnapshot) and from disk. Check that
+#    the header, each id, the address and the role byte are inside the buffer.
+fix configuration-bounds configuration.c \
+  's/(\n[ \t]*cursor = buf->base;\n)(\n[ \t]*\/\* Check the encoding format version \*\/)/$1\n    if (buf->len < 9) { \/* canonical-raft fix: configuration-bounds *\/\n        rv = RAFT_MALFORMED;\n        goto err;\n    }\n$2/;
+   s/(\n([ \t]*)\/\* Server ID\. \*\/\n)/\n$2if (buf->len - (size_t)((const uint8_t *)cursor - (const uint8_t *)buf->base) < 10) {\n$2    rv = RAFT_MALFORMED; \/* canonical-raft fix: configuration-bounds-server *\/\n$2    goto err;\n$2}\n$1/;
+   s/(\n([ \t]*)\/\* Role code\. \*\/\n)/\n$2if ((const uint8_t *)cursor >= (const uint8_t *)buf->base + buf->len) {\n$2    rv = RAFT_MALFORMED; \/* canonical-raft fix: configuration-bounds-role *\/\n$2    goto err;\n$2}\n$1/'
+
+# 10. The header length a peer declares in the preamble was malloc'd with no limit
+#     (only 0 was refused), so one connection could make the node allocate any size.
+#     A legitimate header holds fixed fields plus 16 bytes per entry of one batch
+#     (raft_uv's loader refuses batches of more than UV__MAX_SEGMENT_SIZE/32
+#     entries: 4 MiB of entry headers) or one encoded configuration (persisted as
+#     one entry): UV__MAX_SEGMENT_SIZE (8 MiB) bounds both. The payload length is
+#     derived from the decoded header, so it stays as large as a snapshot needs.
+fix message-length uv_recv.c \
+  's/(\n([ \t]*)if \(s->header\.len == 0\) \{\n[ \t]*Tracef\(s->uv->tracer, "message has zero length"\);\n[ \t]*goto abort;\n[ \t]*\}\n)/$1$2if (s->header.len > UV__MAX_SEGMENT_SIZE) { \/* canonical-raft fix: message-length *\/\n$2    Tracef(s->uv->tracer, "message header too long");\n$2    goto abort;\n$2}\n/'
+
+# 11. An InstallSnapshot that arrives while another one is being installed is
+#     ignored (the leader re-sends it), but its configuration and data, which the
+#     receiver owns, were never freed: 12 x 256 KiB in one run. Free them.
+fix install-snapshot-leak recv_install_snapshot.c \
+  's/(\n([ \t]*)rv = replicationInstallSnapshot\(r, args, &async\);\n)/\n$2if (r->snapshot.installing) { \/* canonical-raft fix: install-snapshot-leak *\/\n$2    raft_configuration_close(&args->conf);\n$2    raft_free(args->data.base);\n$2    return 0; \/* ignored, as replicationInstallSnapshot does *\/\n$2}\n$1/'
+
+# 12. The fixture's ioMethodTruncate counts the entries to keep as index - 1, as if
+#     its array always started at index 1; after an installed snapshot it starts at
+#     start_index + 1, so truncating copied and freed past the array. Only the
+#     raft_fixture (the simulation) is affected, not raft_uv.
+fix fixture-truncate fixture.c \
+  's/(\n[ \t]*)n = \(size_t\)\(index - 1\); \/\* Number of entries left after truncation \*\//$1\/* canonical-raft fix: fixture-truncate *\/$1n = index > io->start_index ? (size_t)(index - 1 - io->start_index) : 0;/'

@@ -60,6 +60,22 @@ UNSAFE = {
     "1-byte AppendEntries header": HELLO + u64(1) + u64(1) + b"\x01",
 }
 
+# Valid framing, bad content, made safe by fix_libraft.sh's later fixes (each
+# reproduced at the C level by tests/libraft/regress.c); run by name. Term 1,
+# below the node's, so after decoding they are only rejected.
+_MSG = lambda kind, version, body: HELLO + u64(kind | version << 16) + u64(len(body)) + body  # noqa: E731
+_SHORT_CONF = bytes([1]) + u64(2) + u64(1) + b"127.0.0.1:1\0"  # 29 bytes, declares 2 servers
+FIXED = {
+    # request-vote-flags: 32 bytes, version 1, no flags field (8-byte over-read)
+    "32-byte RequestVote v1": _MSG(3, 1, u64(1) + u64(7) + u64(1) + u64(1)),
+    "32-byte RequestVote v0": _MSG(3, 0, u64(1) + u64(7) + u64(1) + u64(1)),
+    # configuration-bounds: InstallSnapshot whose configuration is too short
+    "short InstallSnapshot configuration": _MSG(
+        5, 0, u64(1) + u64(10) + u64(2) + u64(1) + u64(len(_SHORT_CONF)) + _SHORT_CONF + u64(0)),
+    # message-length: a 64 MiB header declared (refused at once with the fix)
+    "64 MiB header": HELLO + u64(1) + u64(64 << 20) + b"x" * 64,
+}
+
 
 def free_port() -> int:
     # Below the ephemeral range, like conftest.free_port: outgoing connections
@@ -84,7 +100,7 @@ def main(data_dir: str, names: list[str]) -> None:
         for i, name in enumerate(names, 1):
             with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
                 try:
-                    s.sendall({**PAYLOADS, **UNSAFE}[name])
+                    s.sendall({**PAYLOADS, **UNSAFE, **FIXED}[name])
                 except OSError:
                     pass  # the node may hang up first: fine
                 time.sleep(0.1)  # let the node read it before the close
