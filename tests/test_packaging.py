@@ -24,7 +24,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +78,7 @@ print("smoke ok")
 
 
 def run(cmd, **kwargs) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
     if proc.returncode != 0:
         raise AssertionError(f"{cmd} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
                              f"\n--- stderr\n{proc.stderr[-4000:]}")
@@ -149,7 +148,7 @@ def test_wheel_in_fresh_venv(wheel: Path, tmp_path: Path) -> None:
     # ldd: libuv and liblz4 resolve into the wheel, not to /usr/lib.
     ldd = run(["ldd", str(core)]).stdout
     for lib in ("libuv", "liblz4"):
-        found = re.search(rf"^\s*{lib}\S* => (\S+)", ldd, re.M)
+        found = re.search(rf"^\s*{lib}\S* => (\S+)", ldd, re.MULTILINE)
         assert found, ldd
         assert Path(found.group(1)).resolve().parent == pkg.parent / "canonical_raft.libs", ldd
     out = smoke(python, tmp_path)
@@ -168,8 +167,8 @@ def sdist() -> Path:
 
 def test_sdist_carries_the_checked_libraft_tarball(sdist: Path) -> None:
     script = (ROOT / "third_party" / "fetch_libraft.sh").read_text()
-    version = re.search(r"^VERSION=(\S+)", script, re.M).group(1)
-    sha256 = re.search(r"^SHA256=(\S+)", script, re.M).group(1)
+    version = re.search(r"^VERSION=(\S+)", script, re.MULTILINE).group(1)
+    sha256 = re.search(r"^SHA256=(\S+)", script, re.MULTILINE).group(1)
     top = sdist.name[:-len(".tar.gz")]
     with tarfile.open(sdist) as tf:
         names = tf.getnames()
@@ -190,7 +189,7 @@ def build_env(python: Path) -> None:
 def offline(cmd: list[str]) -> list[str]:
     """cmd in a network namespace of its own (no network at all), when we may make one."""
     unshare = shutil.which("unshare")
-    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0:
+    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True, check=False).returncode == 0:
         return [unshare, "-n", *cmd]
     return cmd
 
@@ -205,7 +204,8 @@ def test_sdist_builds_offline_in_fresh_venv(sdist: Path, tmp_path: Path) -> None
 
     # Without the libuv/lz4 development files, the error names what to install.
     no_deps = dict(env, PKG_CONFIG_LIBDIR=str(tmp_path / "none"), PKG_CONFIG_PATH="")
-    proc = subprocess.run(offline(pip), capture_output=True, text=True, env=no_deps, timeout=300)
+    proc = subprocess.run(offline(pip), capture_output=True, text=True, env=no_deps,
+                          timeout=300, check=False)
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert "missing build dependencies: libuv" in text and "libuv1-dev liblz4-dev" in text, text
