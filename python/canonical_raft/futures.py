@@ -7,6 +7,7 @@ import builtins
 import concurrent.futures
 import threading
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING
+from typing import Any, Callable, Generator
 
 from . import errors
 
@@ -15,7 +16,7 @@ _lazy = threading.Lock()
 _DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
 
-class Future(concurrent.futures.Future):
+class Future(concurrent.futures.Future):  # type: ignore[type-arg]
     """A concurrent.futures.Future that is also awaitable.
 
     ``result(timeout)`` raises canonical_raft.TimeoutError (also a builtin
@@ -33,13 +34,13 @@ class Future(concurrent.futures.Future):
         self._state = RUNNING
         self._result = None
         self._exception = None
-        self._waiters: list = []
-        self._done_callbacks: list = []
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Any] = []
         # Ident of the thread that resolves this future (the node's applier).
         self._resolver = resolver
 
     @property
-    def _condition(self) -> threading.Condition:
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
         cond = self._cond
         if cond is None:
             with _lazy:
@@ -48,7 +49,7 @@ class Future(concurrent.futures.Future):
                 cond = self._cond
         return cond
 
-    def _resolve_fast(self, result, exception) -> bool:
+    def _resolve_fast(self, result: Any, exception: BaseException | None) -> bool:
         """Resolve without a Condition if nobody has waited yet."""
         with _lazy:
             if self._cond is not None:
@@ -58,18 +59,18 @@ class Future(concurrent.futures.Future):
             self._result = result
             self._exception = exception
             self._state = FINISHED
-        self._invoke_callbacks()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
-    def set_result(self, result) -> None:
+    def set_result(self, result: Any) -> None:
         if not self._resolve_fast(result, None):
             super().set_result(result)
 
-    def set_exception(self, exception) -> None:
+    def set_exception(self, exception: BaseException | None) -> None:
         if not self._resolve_fast(None, exception):
             super().set_exception(exception)
 
-    def add_done_callback(self, fn) -> None:
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
         with _lazy:
             if self._cond is None and self._state not in _DONE:
                 self._done_callbacks.append(fn)
@@ -88,7 +89,7 @@ class Future(concurrent.futures.Future):
                 "deadlock (they run on the thread that resolves it); use "
                 "add_done_callback() instead")
 
-    def result(self, timeout: float | None = None):
+    def result(self, timeout: float | None = None) -> Any:
         if self._state == FINISHED:
             if self._exception is not None:
                 raise self._exception
@@ -103,7 +104,7 @@ class Future(concurrent.futures.Future):
                 f"no outcome within {timeout}s; the operation may still complete",
                 indeterminate=True) from None
 
-    def exception(self, timeout: float | None = None):
+    def exception(self, timeout: float | None = None) -> BaseException | None:
         if self._state == FINISHED:
             return self._exception
         self._check_wait()
@@ -115,7 +116,7 @@ class Future(concurrent.futures.Future):
             raise errors.TimeoutError(f"no outcome within {timeout}s",
                                       indeterminate=True) from None
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
 
 

@@ -339,7 +339,7 @@ class Node:
                 return
             del self._pending[rid]
 
-    def _request(self, submit: Callable[[int], None],
+    def _request(self, submit: Callable[[_core.NodeCore, int], None],
                  on_success: Callable[[Future, int], None] | None = None) -> Future:
         core = self._check_open()
         rid = next(self._ids)
