@@ -548,7 +548,10 @@ private:
         std::string data;
         try {
             py::object out = s->py_fsm.attr("snapshot")();
-            if (!PyBytes_Check(out.ptr())) out = py::bytes(out);
+            // Any bytes-like object or a list of them, as on Node.
+            if (!PyBytes_Check(out.ptr())) {
+                out = py::module_::import("canonical_raft._codec").attr("snapshot_bytes")(out);
+            }
             data = out.cast<std::string>();
         } catch (py::error_already_set& e) {
             s->core->stash_if_fatal(e);

@@ -107,6 +107,7 @@ def test_leadership_lost_is_indeterminate():
     assert info.value.indeterminate
     c.converge()
     c.assert_consistent()
+    assert all(c._core.snapshots_taken(i) >= 1 for i in range(3))
     # Indeterminate means either outcome: here the old leader's longer log wins
     # the election after healing, so the entry commits after all.
     values = {fsm.value for fsm in c.fsms}
@@ -148,6 +149,7 @@ def test_leader_killed_then_new_leader():
     assert f.result() == 9
     c.converge()
     c.assert_consistent()
+    assert all(c._core.snapshots_taken(i) >= 1 for i in range(3))
 
 
 def test_snapshots_and_restore_on_a_lagging_follower():
@@ -187,6 +189,7 @@ def test_latency_does_not_break_safety():
     c.step_for(5000)
     c.converge()
     c.assert_consistent()
+    assert all(c._core.snapshots_taken(i) >= 1 for i in range(3))
     acked = [f for f in futs if f.done() and f.exception() is None]
     assert acked and all(c.fsm(i).value >= len(acked) for i in range(3))
 
@@ -431,3 +434,21 @@ def test_step_until_done_sees_a_reused_index():
     c.converge()
     assert [fsm.value for fsm in c.fsms] == [3, 3, 3]
     c.assert_consistent()
+
+
+def test_a_list_of_buffers_snapshot_works_in_the_cluster():
+    class Chunked(Counter):
+        def snapshot(self):
+            data = super().snapshot()
+            return [data[:1], memoryview(data[1:])]
+
+    c = Cluster(3, fsm=Chunked, seed=3)
+    for i in range(3):
+        c._core.set_snapshot_threshold(i, 4)
+        c._core.set_snapshot_trailing(i, 2)
+    c.elect(0)
+    for _ in range(20):
+        c.step_until_done(c.apply(b"1"))
+    c.converge()
+    c.assert_consistent()
+    assert all(c._core.snapshots_taken(i) >= 1 for i in range(3))

@@ -45,6 +45,11 @@ def snapshot_chunks(data: Any) -> list[bytes | bytearray | memoryview]:
     return chunks
 
 
+def snapshot_bytes(data: Any) -> bytes:
+    """FSM.snapshot()'s return value joined into one bytes object."""
+    return b"".join(bytes(chunk) for chunk in snapshot_chunks(data))
+
+
 def encode_snapshot(data: Any, compress: bool) -> list[bytes | bytearray | memoryview]:
     """The frame for FSM.snapshot()'s return value, as a list of buffers."""
     chunks = snapshot_chunks(data)

@@ -38,6 +38,7 @@ import random
 from typing import Any, Callable, Iterable, Sequence, Union
 
 from . import _core
+from ._codec import snapshot_bytes
 from .errors import NotLeaderError, RaftError, TimeoutError, error_from_code, from_core
 from .fsm import FSM
 from .futures import ApplyFuture
@@ -487,8 +488,7 @@ class Cluster:
         for i in range(self.n):
             by_applied.setdefault(self._core.last_applied(i), []).append(i)
         for index, servers in sorted(by_applied.items()):
-            # Known gap: a list-of-buffers snapshot is not joined here (bytes(list) fails).
-            snaps = {i: bytes(self._fsms[i].snapshot()) for i in servers}  # type: ignore[arg-type]
+            snaps = {i: snapshot_bytes(self._fsms[i].snapshot()) for i in servers}
             first = servers[0]
             for i in servers[1:]:
                 if snaps[i] != snaps[first]:
