@@ -559,6 +559,7 @@ private:
         } catch (...) {
             return RAFT_IOERR;
         }
+        s->snapshots_taken++;
         return craft::to_raft_snapshot(data, bufs, n);
     }
 

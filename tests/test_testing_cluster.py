@@ -107,7 +107,6 @@ def test_leadership_lost_is_indeterminate():
     assert info.value.indeterminate
     c.converge()
     c.assert_consistent()
-    assert all(c._core.snapshots_taken(i) >= 1 for i in range(3))
     # Indeterminate means either outcome: here the old leader's longer log wins
     # the election after healing, so the entry commits after all.
     values = {fsm.value for fsm in c.fsms}
@@ -149,7 +148,6 @@ def test_leader_killed_then_new_leader():
     assert f.result() == 9
     c.converge()
     c.assert_consistent()
-    assert all(c._core.snapshots_taken(i) >= 1 for i in range(3))
 
 
 def test_snapshots_and_restore_on_a_lagging_follower():
@@ -189,7 +187,6 @@ def test_latency_does_not_break_safety():
     c.step_for(5000)
     c.converge()
     c.assert_consistent()
-    assert all(c._core.snapshots_taken(i) >= 1 for i in range(3))
     acked = [f for f in futs if f.done() and f.exception() is None]
     assert acked and all(c.fsm(i).value >= len(acked) for i in range(3))
 
