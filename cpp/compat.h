@@ -26,6 +26,9 @@ int raft_legacy_snapshot_put(struct raft* r, raft_index index, struct raft_buffe
                              unsigned n_bufs, void* data, raft_legacy_snapshot_put_cb cb);
 // libraft internal (src/trail.c): the index of the last snapshot raft knows of.
 raft_index TrailSnapshotIndex(const struct raft_trail* t);
+// libraft internal (src/legacy.c): run the completed client requests' callbacks.
+// raft_uv does it every loop iteration; a custom io must (ENGINE2_NOTES §2).
+void LegacyFireCompletedRequests(struct raft* r);
 }
 
 #if !(RAFT_VERSION_MAJOR == 0 && RAFT_VERSION_MINOR >= 22)

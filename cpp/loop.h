@@ -11,25 +11,27 @@
 #include <thread>
 #include <vector>
 
+#include "executor.h"
+
 namespace craft {
 
-class Loop : public std::enable_shared_from_this<Loop> {
+class Loop : public Executor, public std::enable_shared_from_this<Loop> {
 public:
     Loop();
-    ~Loop();
+    ~Loop() override;
     Loop(const Loop&) = delete;
     Loop& operator=(const Loop&) = delete;
 
     // Thread-safe. Returns false (and drops fn) once the loop is stopping.
     // Closures must hold no Python object: they run and die on the loop thread.
-    bool post(std::function<void()> fn);
+    bool post(std::function<void()> fn) override;
 
     // Blocks until the thread has exited. Call without the GIL, after every
     // node on this loop is closed. Idempotent.
     void stop();
 
     uv_loop_t* uv() { return &loop_; }
-    bool on_loop_thread() const { return std::this_thread::get_id() == thread_id_; }
+    bool on_loop_thread() const override { return std::this_thread::get_id() == thread_id_; }
     bool running() const;
 
 private:

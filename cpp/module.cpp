@@ -32,6 +32,9 @@ struct NodeCore {
     std::shared_ptr<NodeImpl> impl;
     NodeCore(LoopCore& loop, NodeOptions opts)
         : impl(std::make_shared<NodeImpl>(loop.loop, std::move(opts))) {}
+    // The asyncio engine: made on the event loop thread that will drive it.
+    explicit NodeCore(NodeOptions opts)
+        : impl(std::make_shared<NodeImpl>(std::make_shared<BridgeExecutor>(), std::move(opts))) {}
     ~NodeCore() {
         if (impl) impl->request_close();
     }
@@ -158,6 +161,168 @@ py::dict stats(NodeCore& self) {
     return d;
 }
 
+// ---------------------------------------------------------------- asyncio engine
+
+Bridge& bridge_of(NodeCore& self) {
+    Bridge* b = self.impl->bridge();
+    if (b == nullptr) throw CoreError{RAFT_INVALID, "not an asyncio-engine node"};
+    return *b;
+}
+
+py::list ops_to_python(std::vector<IoOp>&& ops) {
+    py::list out;
+    for (auto& op : ops) {
+        switch (op.kind) {
+            case IoOp::kAppend: {
+                py::list entries;
+                for (auto& [term, type, data] : op.entries) {
+                    entries.append(py::make_tuple(term, type, py::bytes(data)));
+                }
+                out.append(py::make_tuple(op.kind, op.id, std::move(entries)));
+                break;
+            }
+            case IoOp::kSend:
+                out.append(py::make_tuple(op.kind, op.id, op.address, py::bytes(op.data)));
+                break;
+            case IoOp::kSnapshotPut:
+                out.append(py::make_tuple(op.kind, op.id, op.a, op.b, op.c, op.d,
+                                          py::bytes(op.conf), py::bytes(op.data)));
+                break;
+            case IoOp::kSnapshotGet:
+                out.append(py::make_tuple(op.kind, op.id));
+                break;
+            case IoOp::kClose:
+                out.append(py::make_tuple(op.kind));
+                break;
+            default:  // start, set_term, set_vote, truncate
+                out.append(py::make_tuple(op.kind, op.a));
+        }
+    }
+    return out;
+}
+
+// One entry into raft on the event loop thread, without the GIL (the core never
+// calls Python); returns the io requests raft made meanwhile.
+template <typename F>
+py::list bridge_entry(NodeCore& self, F&& fn) {
+    Bridge& b = bridge_of(self);
+    std::vector<IoOp> ops;
+    {
+        py::gil_scoped_release nogil;
+        self.impl->bridge_call(fn);
+        ops = b.take_ops();
+    }
+    return ops_to_python(std::move(ops));
+}
+
+std::vector<std::tuple<uint64_t, int, std::string>> entries_from(const py::list& entries) {
+    std::vector<std::tuple<uint64_t, int, std::string>> out;
+    out.reserve(entries.size());
+    for (const auto& e : entries) {
+        auto t = e.cast<py::tuple>();
+        out.emplace_back(t[0].cast<uint64_t>(), t[1].cast<int>(), t[2].cast<std::string>());
+    }
+    return out;
+}
+
+void init_bridge(py::class_<NodeCore>& cls, py::module_& m) {
+    m.def("payload_length", [](int type, int version, const py::bytes& header) {
+        return payload_length(type, version, std::string(header));
+    });
+    m.def("encode_configuration",
+          [](const std::vector<std::tuple<uint64_t, std::string, int>>& servers) {
+              return py::bytes(encode_configuration(servers));
+          });
+    py::dict ops;
+    ops["START"] = int(IoOp::kStart);
+    ops["SET_TERM"] = int(IoOp::kSetTerm);
+    ops["SET_VOTE"] = int(IoOp::kSetVote);
+    ops["APPEND"] = int(IoOp::kAppend);
+    ops["TRUNCATE"] = int(IoOp::kTruncate);
+    ops["SEND"] = int(IoOp::kSend);
+    ops["SNAPSHOT_PUT"] = int(IoOp::kSnapshotPut);
+    ops["SNAPSHOT_GET"] = int(IoOp::kSnapshotGet);
+    ops["CLOSE"] = int(IoOp::kClose);
+    m.attr("io_ops") = ops;
+    cls.def_static("asyncio", [](NodeOptions opts) { return new NodeCore(std::move(opts)); },
+                   py::arg("options"))
+        .def_property_readonly("bridge_fd",
+                               [](NodeCore& self) {
+                                   bridge_of(self);
+                                   return self.impl->bridge_executor()->fd();
+                               })
+        .def("bridge_load",
+             [](NodeCore& self, uint64_t term, uint64_t vote, py::object snapshot,
+                uint64_t start_index, const py::list& entries) {
+                 LoadedState st;
+                 st.term = term;
+                 st.vote = vote;
+                 st.start_index = start_index;
+                 if (!snapshot.is_none()) {
+                     auto t = snapshot.cast<py::tuple>();
+                     st.has_snapshot = true;
+                     st.snapshot_index = t[0].cast<uint64_t>();
+                     st.snapshot_term = t[1].cast<uint64_t>();
+                     st.conf_index = t[2].cast<uint64_t>();
+                     st.conf = t[3].cast<std::string>();
+                     st.data = t[4].cast<std::string>();
+                 }
+                 st.entries = entries_from(entries);
+                 bridge_of(self).set_loaded(std::move(st));
+             })
+        .def("bridge_start",
+             [](NodeCore& self) {
+                 bridge_of(self);
+                 std::vector<IoOp> ops;
+                 {
+                     py::gil_scoped_release nogil;
+                     self.impl->start_blocking();  // inline: we are on the loop thread
+                     ops = self.impl->bridge()->take_ops();
+                 }
+                 return ops_to_python(std::move(ops));
+             })
+        .def("bridge_run_posted",
+             [](NodeCore& self) {
+                 BridgeExecutor* exec = self.impl->bridge_executor();
+                 return bridge_entry(self, [exec] { exec->drain(); });
+             })
+        .def("bridge_tick",
+             [](NodeCore& self) {
+                 Bridge* b = &bridge_of(self);
+                 return bridge_entry(self, [b] { b->tick(); });
+             })
+        .def("bridge_recv",
+             [](NodeCore& self, uint64_t server_id, const std::string& address, int type,
+                int version, const py::bytes& header, const py::bytes& payload) {
+                 Bridge* b = &bridge_of(self);
+                 std::string h(header), p(payload);
+                 int rc = 0;
+                 py::list ops = bridge_entry(self, [&] {
+                     rc = b->recv(server_id, address, type, version, h, p);
+                 });
+                 return py::make_tuple(rc, ops);
+             })
+        .def("bridge_append_done",
+             [](NodeCore& self, uint64_t id, int status) {
+                 Bridge* b = &bridge_of(self);
+                 return bridge_entry(self, [=] { b->append_done(id, status); });
+             })
+        .def("bridge_snapshot_put_done",
+             [](NodeCore& self, uint64_t id, int status) {
+                 Bridge* b = &bridge_of(self);
+                 return bridge_entry(self, [=] { b->snapshot_put_done(id, status); });
+             })
+        .def("bridge_snapshot_get_done",
+             [](NodeCore& self, uint64_t id, uint64_t index, uint64_t term, uint64_t conf_index,
+                const py::bytes& conf, const py::bytes& data) {
+                 Bridge* b = &bridge_of(self);
+                 std::string c(conf), d(data);
+                 return bridge_entry(self, [&] {
+                     b->snapshot_get_done(id, index, term, conf_index, c, d);
+                 });
+             });
+}
+
 void init_codes(py::module_& m) {
     py::dict codes;
 #define CODE(name) codes[#name] = int(RAFT_##name)
@@ -238,7 +403,9 @@ void init_node(py::module_& m) {
         .def_readwrite("max_pending_commands", &NodeOptions::max_pending_commands)
         .def_readwrite("max_pending_bytes", &NodeOptions::max_pending_bytes);
 
-    py::class_<NodeCore>(m, "NodeCore")
+    py::class_<NodeCore> node_core(m, "NodeCore");
+    init_bridge(node_core, m);
+    node_core
         .def(py::init<LoopCore&, NodeOptions>(), py::arg("loop"), py::arg("options"))
         .def("start", [](NodeCore& self) {
             py::gil_scoped_release nogil;

@@ -98,12 +98,33 @@ bool apply_rejected_early(int rv) {
 }  // namespace
 
 NodeImpl::NodeImpl(std::shared_ptr<Loop> loop, NodeOptions opts)
-    : loop_(std::move(loop)), opts_(std::move(opts)), nonce_(random_nonce()),
-      closed_future_(closed_promise_.get_future().share()) {}
+    : opts_(std::move(opts)), nonce_(random_nonce()),
+      closed_future_(closed_promise_.get_future().share()) {
+    exec_ = loop;
+    loop_ = std::move(loop);
+}
+
+NodeImpl::NodeImpl(std::shared_ptr<BridgeExecutor> exec, NodeOptions opts)
+    : opts_(std::move(opts)), nonce_(random_nonce()),
+      closed_future_(closed_promise_.get_future().share()) {
+    exec_ = exec;
+    bridge_exec_ = std::move(exec);
+    bridge_ = std::make_unique<Bridge>();
+}
 
 NodeImpl::~NodeImpl() = default;
 
-bool NodeImpl::run_on_loop(std::function<void()> fn) { return loop_->post(std::move(fn)); }
+bool NodeImpl::run_on_loop(std::function<void()> fn) { return exec_->post(std::move(fn)); }
+
+void NodeImpl::bridge_call(const std::function<void()>& fn) {
+    fn();
+    while (bridge_->run_deferred()) {
+    }
+    if (started_ && !closing_) {
+        LegacyFireCompletedRequests(&raft_);
+        publish_status(false);
+    }
+}
 
 // ---------------------------------------------------------------- start
 
@@ -111,7 +132,12 @@ void NodeImpl::start_blocking() {
     std::promise<CoreError> result;
     auto fut = result.get_future();
     auto self = shared_from_this();
-    if (!run_on_loop([self, &result] { self->do_start(&result); })) {
+    if (bridge_) {  // the asyncio engine starts on its event loop thread
+        if (!exec_->on_loop_thread()) {
+            throw CoreError{RAFT_INVALID, "start the node on its event loop's thread"};
+        }
+        bridge_call([&] { do_start(&result); });
+    } else if (!run_on_loop([self, &result] { self->do_start(&result); })) {
         throw CoreError{RAFT_SHUTDOWN, "the loop thread is stopped"};
     }
     CoreError err = fut.get();
@@ -123,38 +149,18 @@ void NodeImpl::do_start(std::promise<CoreError>* result) {
         result->set_value({RAFT_SHUTDOWN, "node is closed"});
         return;
     }
-    transport_.version = 1;  // 0.22 rejects anything else
-    transport_.data = nullptr;
-    int rv = raft_uv_tcp_init(&transport_, loop_->uv());
-    if (rv != 0) {
-        result->set_value({rv, std::string("transport: ") + transport_.errmsg});
-        return;
-    }
-    wrap_transport(&transport_);
-    if (!opts_.bind_address.empty()) {
-        rv = raft_uv_tcp_set_bind_address(&transport_, opts_.bind_address.c_str());
-        if (rv != 0) {
-            raft_uv_tcp_close(&transport_);
-            result->set_value({rv, "invalid bind address " + opts_.bind_address});
-            return;
-        }
-    }
-    rv = raft_uv_init(&io_, loop_->uv(), opts_.data_dir.c_str(), &transport_);
-    if (rv != 0) {
-        std::string msg = io_.errmsg;
-        raft_uv_tcp_close(&transport_);
-        result->set_value({rv, msg});
-        return;
-    }
-    raft_uv_set_auto_recovery(&io_, opts_.auto_recovery);
-    raft_uv_set_segment_size(&io_, opts_.segment_size);
-    raft_uv_set_connect_retry_delay(&io_, opts_.connect_retry_delay_ms);
     tracer_.impl = this;
     tracer_.version = 2;
     tracer_.emit = &NodeImpl::on_trace;
-    raft_uv_set_tracer(&io_, opts_.trace_level > 0 ? &tracer_ : nullptr);
+    int rv;
+    if (bridge_) {
+        bridge_->init(&io_, 65535);  // capacity: the store does its own accounting
+    } else if (!init_uv_io(result)) {
+        return;
+    }
 
     fsm_.version = 1;
+
     fsm_.data = this;
     fsm_.apply = &NodeImpl::fsm_apply;
     fsm_.snapshot = &NodeImpl::fsm_snapshot;
@@ -163,8 +169,7 @@ void NodeImpl::do_start(std::promise<CoreError>* result) {
     rv = raft_init(&raft_, &io_, &fsm_, opts_.id, opts_.address.c_str());
     if (rv != 0) {
         std::string msg = raft_errmsg(&raft_);
-        raft_uv_close(&io_);
-        raft_uv_tcp_close(&transport_);
+        close_io();
         result->set_value({rv, msg});
         return;
     }
@@ -215,11 +220,51 @@ void NodeImpl::do_start(std::promise<CoreError>* result) {
     started_ = true;
     start_snapshot_index_ = TrailSnapshotIndex(&raft_.trail);
     self_ = shared_from_this();
-    uv_check_init(loop_->uv(), &check_);
-    check_.data = this;
-    uv_check_start(&check_, &NodeImpl::on_check);
+    if (!bridge_) {  // the asyncio engine publishes after every entry (bridge_call)
+        uv_check_init(loop_->uv(), &check_);
+        check_.data = this;
+        uv_check_start(&check_, &NodeImpl::on_check);
+    }
     publish_status(true);
     result->set_value({0, ""});
+}
+
+bool NodeImpl::init_uv_io(std::promise<CoreError>* result) {
+    transport_.version = 1;  // 0.22 rejects anything else
+    transport_.data = nullptr;
+    int rv = raft_uv_tcp_init(&transport_, loop_->uv());
+    if (rv != 0) {
+        result->set_value({rv, std::string("transport: ") + transport_.errmsg});
+        return false;
+    }
+    wrap_transport(&transport_);
+    if (!opts_.bind_address.empty()) {
+        rv = raft_uv_tcp_set_bind_address(&transport_, opts_.bind_address.c_str());
+        if (rv != 0) {
+            raft_uv_tcp_close(&transport_);
+            result->set_value({rv, "invalid bind address " + opts_.bind_address});
+            return false;
+        }
+    }
+    rv = raft_uv_init(&io_, loop_->uv(), opts_.data_dir.c_str(), &transport_);
+    if (rv != 0) {
+        std::string msg = io_.errmsg;
+        raft_uv_tcp_close(&transport_);
+        result->set_value({rv, msg});
+        return false;
+    }
+    raft_uv_set_auto_recovery(&io_, opts_.auto_recovery);
+    raft_uv_set_segment_size(&io_, opts_.segment_size);
+    raft_uv_set_connect_retry_delay(&io_, opts_.connect_retry_delay_ms);
+    raft_uv_set_tracer(&io_, opts_.trace_level > 0 ? &tracer_ : nullptr);
+    return true;
+}
+
+void NodeImpl::close_io() {
+    if (!bridge_) {
+        raft_uv_close(&io_);
+        raft_uv_tcp_close(&transport_);
+    }
 }
 
 void NodeImpl::fail_start(std::promise<CoreError>* result, int code, const std::string& msg) {
@@ -235,8 +280,7 @@ void NodeImpl::fail_start(std::promise<CoreError>* result, int code, const std::
     self_ = shared_from_this();
     raft_close(&raft_, [](struct raft* r) noexcept {
         auto* c = static_cast<Closing*>(r->data);
-        raft_uv_close(&c->node->io_);
-        raft_uv_tcp_close(&c->node->transport_);
+        c->node->close_io();
         auto keep = std::move(c->node->self_);
         c->result->set_value(c->err);
         delete c;
@@ -275,8 +319,12 @@ void NodeImpl::do_close() {
         finish_close();
         return;
     }
-    close_pending_ = 2;
-    uv_close(reinterpret_cast<uv_handle_t*>(&check_), &NodeImpl::on_check_closed);
+    if (bridge_) {
+        close_pending_ = 1;
+    } else {
+        close_pending_ = 2;
+        uv_close(reinterpret_cast<uv_handle_t*>(&check_), &NodeImpl::on_check_closed);
+    }
     // Requests still in flight complete inside raft_close with LEADERSHIPLOST.
     raft_close(&raft_, &NodeImpl::on_raft_closed);
 }
@@ -288,8 +336,7 @@ void NodeImpl::on_check_closed(uv_handle_t* handle) noexcept {
 
 void NodeImpl::on_raft_closed(struct raft* r) noexcept {
     auto* self = static_cast<NodeImpl*>(r->data);
-    raft_uv_close(&self->io_);
-    raft_uv_tcp_close(&self->transport_);
+    self->close_io();
     if (--self->close_pending_ == 0) self->finish_close();
 }
 
@@ -304,6 +351,7 @@ void NodeImpl::finish_close() {
     Item item;
     item.kind = kClosed;
     queue_.push(std::move(item));
+    if (bridge_exec_) bridge_exec_->stop();
     closed_ = true;
     closed_promise_.set_value();
 }
@@ -646,7 +694,7 @@ Stats NodeImpl::stats_blocking() {
     std::promise<Stats> result;
     auto fut = result.get_future();
     auto self = shared_from_this();
-    bool posted = run_on_loop([self, &result] {
+    auto collect = [self, &result] {
         Stats s;
         if (!self->started_ || self->closing_) {
             result.set_value(s);
@@ -665,7 +713,10 @@ Stats NodeImpl::stats_blocking() {
         s.entries_proposed = self->entries_proposed_;
         s.commands_proposed = self->commands_proposed_;
         result.set_value(std::move(s));
-    });
+    };
+    // On the asyncio engine's own thread, waiting for a posted closure would
+    // wait forever: run it here.
+    bool posted = exec_->on_loop_thread() ? (collect(), true) : run_on_loop(collect);
     if (!posted) throw CoreError{RAFT_SHUTDOWN, "node is closed"};
     Stats s = fut.get();
     if (!s.ok) throw CoreError{RAFT_SHUTDOWN, "node is closed"};

@@ -17,6 +17,7 @@
 #include "applier.h"
 #include "codec.h"
 #include "compat.h"
+#include "io_bridge.h"
 #include "loop.h"
 
 namespace craft {
@@ -88,7 +89,10 @@ struct CoreError {
 
 class NodeImpl : public std::enable_shared_from_this<NodeImpl> {
 public:
+    // The uv engine: raft_uv on `loop`'s thread.
     NodeImpl(std::shared_ptr<Loop> loop, NodeOptions opts);
+    // The asyncio engine: the Bridge io, on the thread that made `exec`.
+    NodeImpl(std::shared_ptr<BridgeExecutor> exec, NodeOptions opts);
     ~NodeImpl();
 
     // Blocking (release the GIL first). Throws CoreError.
@@ -115,6 +119,13 @@ public:
     void transfer(uint64_t request_id, uint64_t id);
     void request_close();
 
+    // Asyncio engine, event loop thread: run fn (an entry into raft: a
+    // completion, a tick, a message, the posted closures), then the callbacks
+    // deferred out of io methods, the completed requests, and the status.
+    void bridge_call(const std::function<void()>& fn);
+    Bridge* bridge() { return bridge_.get(); }
+    BridgeExecutor* bridge_executor() { return bridge_exec_.get(); }
+
     Status status() const;
     ApplyQueue& queue() { return queue_; }
     uint64_t nonce() const { return nonce_; }
@@ -131,6 +142,8 @@ private:
     // Loop thread.
     void do_start(std::promise<CoreError>* result);
     void fail_start(std::promise<CoreError>* result, int code, const std::string& msg);
+    bool init_uv_io(std::promise<CoreError>* result);
+    void close_io();
     void do_close();
     void finish_close();
     void flush();
@@ -157,7 +170,10 @@ private:
     static void on_raft_closed(struct raft* r) noexcept;
     static void on_check_closed(uv_handle_t* handle) noexcept;
 
-    std::shared_ptr<Loop> loop_;
+    std::shared_ptr<Executor> exec_;       // where libraft runs
+    std::shared_ptr<Loop> loop_;           // uv engine
+    std::shared_ptr<BridgeExecutor> bridge_exec_;  // asyncio engine
+    std::unique_ptr<Bridge> bridge_;       // asyncio engine
     const NodeOptions opts_;
     const uint64_t nonce_;
     ApplyQueue queue_;

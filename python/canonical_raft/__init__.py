@@ -26,6 +26,8 @@ from .errors import (AddressInUseError, BadIdError, BusyError, CantBootstrapErro
 from .fsm import FSM
 from .futures import ApplyFuture, Future
 from .node import Node
+from .store import MemoryStore, Store
+from .tls import TLS
 from .types import Leader, LeadershipEvent, Role, Server, State
 
 __version__ = "0.1.0"
@@ -34,7 +36,7 @@ __libraft_version__ = _core.libraft_version
 __all__ = [
     "AddressInUseError", "ApplyFuture", "BadIdError", "BusyError", "CantBootstrapError",
     "CantChangeError", "Config", "CorruptError", "DataDirLockedError", "FSM", "Future",
-    "IdentityError", "InvalidConfigError", "Leader", "LeadershipEvent", "LeadershipLostError",
+    "IdentityError", "InvalidConfigError", "Leader", "LeadershipEvent", "LeadershipLostError", "MemoryStore",
     "NoConnectionError", "NoSpaceError", "Node", "NotLeaderError", "RaftError", "Role", "Server",
-    "ShutdownError", "State", "StorageError", "TimeoutError", "TooBigError",
+    "ShutdownError", "State", "StorageError", "Store", "TLS", "TimeoutError", "TooBigError",
 ]

@@ -210,6 +210,8 @@ def _store(node: Node, identity: Identity) -> None:
     if identity == node._identity:
         return
     node._identity = identity
+    if node.data_dir is None:  # asyncio engine without a data dir: kept in memory
+        return
     try:
         write(node.data_dir, identity)
     except StorageError as exc:  # the in-memory identity still holds; retried next change

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import copy
+import functools
 import fcntl
 import itertools
 import logging
@@ -11,11 +13,13 @@ import os
 import threading
 import time
 import weakref
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
-from . import _applier, _core, _loop, identity
-from ._snapshots import Snapshots
+from . import _applier, _core, identity
 from ._preflight import check_bindable, check_metadata, newest_snapshot
+from ._snapshots import Snapshots
+from ._uv_engine import UvEngine
+from .aio.engine import AsyncioEngine
 from .config import Config, check_id, parse_address, to_options
 from .errors import (BadIdError, BusyError, CorruptError, DataDirLockedError,
                      InvalidConfigError, NotLeaderError, RaftError, ShutdownError,
@@ -23,6 +27,7 @@ from .errors import (BadIdError, BusyError, CorruptError, DataDirLockedError,
 from .events import EventHub
 from .fsm import FSM
 from .futures import ApplyFuture, Future
+from .tls import TLS
 from .types import Leader, LeadershipEvent, Role, Server, State
 
 log = logging.getLogger("canonical_raft")
@@ -53,8 +58,9 @@ class Node:
     _unhook_own: Callable[[], None] | None = None  # our own leadership callback
     _records_applied = 0  # reserved records this node proposed and applied (not user commands)
 
-    def __init__(self, id: int, address: str, fsm: FSM, data_dir: str | os.PathLike, *,
-                 cluster: dict[int, str] | None = None, config: Config | None = None) -> None:
+    def __init__(self, id: int, address: str, fsm: FSM, data_dir: str | os.PathLike | None = None,
+                 *, cluster: dict[int, str] | None = None, config: Config | None = None,
+                 engine: str = "uv", store: Any = None, tls: TLS | None = None) -> None:
         self.id = check_id(id)
         parse_address(address)
         self.address = address
@@ -68,17 +74,22 @@ class Node:
             raise TypeError(f"config must be a canonical_raft.Config, not {type(config).__name__}")
         self._config = config.validate()
         self._command_limit = config.command_limit()
-        if not isinstance(data_dir, (str, os.PathLike)):
-            raise TypeError(f"data_dir must be a path, not {type(data_dir).__name__}")
-        path = os.fspath(data_dir)
-        if not isinstance(path, str) or not path or "\0" in path:
-            raise InvalidConfigError(f"data_dir must be a non-empty path without NUL bytes, "
-                                     f"not {path!r}")
-        self.data_dir = os.path.abspath(path)
+        self._engine = self._make_engine(engine, store, tls)
+        if data_dir is None and self._engine.kind == "uv":
+            raise InvalidConfigError("the uv engine keeps its log in data_dir: pass one")
+        if data_dir is None:
+            self.data_dir: str | None = None  # asyncio engine: the store holds everything
+        else:
+            if not isinstance(data_dir, (str, os.PathLike)):
+                raise TypeError(f"data_dir must be a path, not {type(data_dir).__name__}")
+            path = os.fspath(data_dir)
+            if not isinstance(path, str) or not path or "\0" in path:
+                raise InvalidConfigError(f"data_dir must be a non-empty path without NUL "
+                                         f"bytes, not {path!r}")
+            self.data_dir = os.path.abspath(path)
         self._bootstrap = self._check_cluster(cluster)
 
         self._core: _core.NodeCore | None = None
-        self._loop: _core.LoopCore | None = None
         self._lock_fd: int | None = None
         self._applier: threading.Thread | None = None
         self._state_lock = threading.Lock()
@@ -117,33 +128,59 @@ class Node:
 
     # ------------------------------------------------------------ lifecycle
 
+    @staticmethod
+    def _make_engine(engine: str, store: Any, tls: TLS | None) -> Any:
+        if engine == "uv":
+            if store is not None:
+                raise InvalidConfigError("the uv engine keeps its own log in data_dir: store= "
+                                         "needs engine='asyncio'")
+            if tls is not None:
+                raise InvalidConfigError("TLS needs engine='asyncio': libraft's own TCP "
+                                         "transport (the uv engine) has no TLS")
+            return UvEngine()
+        if engine == "asyncio":
+            if tls is not None and not isinstance(tls, TLS):
+                raise TypeError(f"tls must be a canonical_raft.TLS, not {type(tls).__name__}")
+            return AsyncioEngine(store, tls)
+        raise InvalidConfigError(f"engine must be 'uv' or 'asyncio', not {engine!r}")
+
+    @property
+    def engine(self) -> str:
+        return str(self._engine.kind)
+
     def start(self) -> Node:
-        """Open the data dir, start Raft, return self. Raises RaftError subclasses."""
+        """Open the data dir, start Raft, return self. Raises RaftError subclasses.
+
+        On the asyncio engine this runs the node on the library's own event
+        loop thread; inside an event loop use ``await node.astart()`` (or
+        ``async with node``) to run it on that loop."""
+        self._engine.check_thread("start")
+        return self._start(None)
+
+    async def astart(self) -> Node:
+        """start() for asyncio code: the asyncio engine runs on the current loop."""
+        loop = asyncio.get_running_loop()
+        target = loop if self._engine.kind == "asyncio" else None
+        return await loop.run_in_executor(None, self._start, target)
+
+    def _start(self, aio_loop: asyncio.AbstractEventLoop | None) -> Node:
         with self._state_lock:
             if self._closing:
                 raise ShutdownError("node is closed; create a new Node to restart it")
             if self._started:
                 return self
-            self._open_data_dir()
-            try:
-                check_bindable(self._config.bind_address or self.address)
-                check_metadata(self.data_dir)
-                self._identity = identity.prepare(self.data_dir, self.id, self._bootstrap)
-            except BaseException:
-                self._unlock_data_dir()
-                raise
+            self._prepare_storage()
             if self._unhook_own is None:  # before the applier runs: it may lead at once
                 self._unhook_own = self._events.add_callback(self._on_own_event)
             trace_level = self._config.trace_level
             if trace_level is None:
                 trace_level = 5 if logging.getLogger("canonical_raft.libraft").isEnabledFor(
                     logging.DEBUG) else 0
-            options = to_options(self._config, self.id, self.address, self.data_dir,
-                                 self._bootstrap, trace_level)
-            self._loop = _loop.acquire()
+            bootstrap = self._bootstrap if self._engine.kind == "uv" else []
+            options = to_options(self._config, self.id, self.address, self.data_dir or "",
+                                 bootstrap, trace_level)
             try:
-                self._core = _core.NodeCore(self._loop, options)
-                self._core.start()
+                self._core = self._engine.open(self, options, aio_loop)
                 initial = self._core.drain(0) or []
                 # The applier first restores the snapshot raft_start loaded; a
                 # damaged one fails start() (see _applier.run).
@@ -161,14 +198,15 @@ class Node:
                 raise from_core(exc, starting=True) from None
             except CorruptError as exc:
                 self._abort_start()
-                raise CorruptError(f"{exc.message} (in {newest_snapshot(self.data_dir)})") from None
+                where = newest_snapshot(self.data_dir) if self.data_dir else "the store"
+                raise CorruptError(f"{exc.message} (in {where})") from None
             except RaftError:
                 self._abort_start()
                 raise
             except Exception as exc:
                 self._abort_start()
-                raise RaftError(f"FSM.restore failed on the snapshot in {self.data_dir}: "
-                                f"{exc!r}") from exc
+                raise RaftError(f"FSM.restore failed on the snapshot in "
+                                f"{self.data_dir or 'the store'}: {exc!r}") from exc
             except BaseException:
                 self._abort_start()
                 raise
@@ -176,6 +214,22 @@ class Node:
             _live_nodes.add(self)
         self._report_membership()
         return self
+
+    def _prepare_storage(self) -> None:
+        """Lock the data dir, check it, and settle this node's identity."""
+        if self.data_dir is None:  # asyncio engine without a data dir
+            cluster_id = identity.cluster_id_for(self._bootstrap) if self._bootstrap else None
+            self._identity = self._identity or identity.Identity(self.id, cluster_id)
+            return
+        self._open_data_dir()
+        try:
+            if self._engine.kind == "uv":
+                check_bindable(self._config.bind_address or self.address)
+                check_metadata(self.data_dir)
+            self._identity = identity.prepare(self.data_dir, self.id, self._bootstrap)
+        except BaseException:
+            self._unlock_data_dir()
+            raise
 
     def _report_membership(self) -> None:
         """Say why a node that is no longer a member sits still (it never campaigns)."""
@@ -196,11 +250,8 @@ class Node:
                         self.id, removed_at)
 
     def _abort_start(self) -> None:
-        core, self._core = self._core, None
-        if core is not None:
-            core.close()
-        _loop.release(self._loop)
-        self._loop = None
+        self._engine.close(self)
+        self._core = None
         self._unlock_data_dir()
 
     def _open_data_dir(self) -> None:
@@ -229,6 +280,8 @@ class Node:
         closed. Futures still pending fail with ShutdownError (``indeterminate``
         if the command was already handed to Raft). With ``transfer_leadership``,
         a leader first hands over to another voter, waiting up to ``timeout``."""
+        if self._started and not self._closing:
+            self._engine.check_thread("close")
         with self._state_lock:
             first = not self._closing
             self._closing = True
@@ -247,11 +300,10 @@ class Node:
                                 self.id, exc)
             self._closed = True
             if started:
-                self._core.close()  # blocks without the GIL until libraft and libuv are closed
+                self._engine.close(self)  # blocks until libraft and its io are closed
                 if not self._on_applier_thread():
                     self._applier.join()
                 self._unlock_data_dir()
-                _loop.release(self._loop)
                 _live_nodes.discard(self)
         finally:
             self._closed = True
@@ -260,11 +312,23 @@ class Node:
     def _on_applier_thread(self) -> bool:
         return self._applier is not None and self._applier is threading.current_thread()
 
+    async def aclose(self, *, transfer_leadership: bool = False, timeout: float = 5.0) -> None:
+        """close() for asyncio code (it waits in a worker thread)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, functools.partial(
+            self.close, transfer_leadership=transfer_leadership, timeout=timeout))
+
     def __enter__(self) -> Node:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    async def __aenter__(self) -> Node:
+        return await self.astart()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<Node {self.id} {self.address} {self.state.name}>"
@@ -597,8 +661,30 @@ class Node:
                      snapshots_restored=snapshots["restored"], snapshot=snapshots)
         return stats
 
-    def wait_leader(self, timeout: float | None = None) -> Leader:
-        """Wait until this node knows a leader; return it. Raises TimeoutError."""
+    def wait_leader(self, timeout: float | None = None) -> Any:
+        """Wait until this node knows a leader; return it. Raises TimeoutError.
+
+        Called on a thread that runs an event loop, it returns a coroutine
+        instead, so asyncio code writes ``leader = await node.wait_leader()``
+        without blocking its loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._wait_leader(timeout)
+        return self._await_leader(timeout)
+
+    async def _await_leader(self, timeout: float | None) -> Leader:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._check_open()
+            leader = self.leader
+            if leader is not None:
+                return leader
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"node {self.id} saw no leader within {timeout}s")
+            await asyncio.sleep(0.005)
+
+    def _wait_leader(self, timeout: float | None) -> Leader:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check_open()
