@@ -44,8 +44,9 @@ struct NodeCore {
 // applier whether it must look for them at all.
 std::string g_reserved_prefix;
 
-// (COMMAND, index, mine, [(request_id, bytes), ...], has_reserved), built with
-// the C API: this runs once per committed command.
+// (COMMAND, index, mine, [request_id, bytes, request_id, bytes, ...], has_reserved),
+// built with the C API: this runs once per committed command, and a flat list
+// allocates no tuple per command (the applier walks it in pairs).
 py::object command_item(NodeImpl& node, Item& item) {
     uint64_t nonce = 0;
     std::vector<DecodedCommand> cmds;
@@ -55,22 +56,19 @@ py::object command_item(NodeImpl& node, Item& item) {
     bool mine = nonce == node.nonce();
     bool reserved = false;
     const std::string& prefix = g_reserved_prefix;
-    py::list out(cmds.size());
+    py::list out(2 * cmds.size());
     for (size_t i = 0; i < cmds.size(); i++) {
         const auto& c = cmds[i];
         if (!prefix.empty() && c.data.size() >= prefix.size() &&
             std::memcmp(c.data.data(), prefix.data(), prefix.size()) == 0) {
             reserved = true;
         }
-        PyObject* t = PyTuple_New(2);
-        if (t == nullptr) throw py::error_already_set();
-        PyList_SET_ITEM(out.ptr(), i, t);  // owned by the list from here on
         PyObject* id = PyLong_FromUnsignedLongLong(mine ? c.request_id : 0);
         if (id == nullptr) throw py::error_already_set();
-        PyTuple_SET_ITEM(t, 0, id);
+        PyList_SET_ITEM(out.ptr(), 2 * i, id);  // owned by the list from here on
         PyObject* data = PyBytes_FromStringAndSize(c.data.data(), Py_ssize_t(c.data.size()));
         if (data == nullptr) throw py::error_already_set();
-        PyTuple_SET_ITEM(t, 1, data);
+        PyList_SET_ITEM(out.ptr(), 2 * i + 1, data);
     }
     return py::make_tuple(int(kCommand), item.index, mine, std::move(out), reserved);
 }

@@ -58,7 +58,7 @@ class Future(concurrent.futures.Future):
     _resolver: int | None = None  # ident of the thread that resolves it
     _waiters: Any = ()            # concurrent.futures.wait's waiters (a list once used)
     _done_callbacks: Any = ()     # a list once a callback is added
-    _aio: list | None = None      # [(waker, asyncio future)] of the tasks awaiting it
+    _aio: Any = None              # the _Waiter of the task awaiting it (a list if several)
 
     def __init__(self, resolver: int | None = None) -> None:
         # Not super().__init__(): that builds the Condition and lists eagerly.
@@ -96,8 +96,11 @@ class Future(concurrent.futures.Future):
                 cond.notify_all()
         if aio is not None:
             self._aio = None
-            for waker, waiter in aio:
-                waker.add(waiter)
+            if type(aio) is list:
+                for waiter in aio:
+                    waiter._waker.add(waiter)
+            else:
+                aio._waker.add(aio)
         if callbacks:
             for fn in callbacks:
                 try:
@@ -183,18 +186,100 @@ class Future(concurrent.futures.Future):
     def __await__(self):
         if self._state not in _DONE:
             loop = _get_running_loop()
-            waiter = loop.create_future()
-            waker = _waker_for(loop)
+            waiter = _Waiter(loop, _waker_for(loop))
             with _lazy:
                 pending = self._state not in _DONE
                 if pending:
-                    if self._aio is None:
-                        self._aio = [(waker, waiter)]
+                    aio = self._aio
+                    if aio is None:
+                        self._aio = waiter  # the common case: one awaiter, no list
+                    elif type(aio) is list:
+                        aio.append(waiter)
                     else:
-                        self._aio.append((waker, waiter))
+                        self._aio = [aio, waiter]
             if pending:
-                yield from waiter  # cancelling the task ends the wait, not the command
+                yield waiter  # cancelling the task ends the wait, not the command
         return self.result()
+
+
+class _Waiter:
+    """What ``await future`` hands its asyncio Task to wait on: the smallest
+    object the Task accepts as a future (``_asyncio_future_blocking``,
+    ``get_loop``, ``add_done_callback``, ``result``, ``cancel``). The loop's
+    waker calls the Task's wake-up directly, so a completion costs no asyncio
+    Future and no ``call_soon`` handle of its own."""
+
+    __slots__ = ("_loop", "_waker", "_asyncio_future_blocking", "_callback", "_context",
+                 "_state")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, waker: _LoopWaker) -> None:
+        self._loop = loop
+        self._waker = waker
+        self._asyncio_future_blocking = True
+        self._callback: Callable | None = None
+        self._context: Any = None
+        self._state = 0  # 0 waiting, 1 fired, 2 cancelled
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def add_done_callback(self, fn: Callable, *, context: Any = None) -> None:
+        if self._state:
+            self._loop.call_soon(fn, self, context=context)
+        else:
+            self._callback, self._context = fn, context
+
+    def remove_done_callback(self, fn: Callable) -> int:
+        if self._callback is fn:
+            self._callback = self._context = None
+            return 1
+        return 0
+
+    def done(self) -> bool:
+        return self._state != 0
+
+    def cancelled(self) -> bool:
+        return self._state == 2
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self._state:
+            return False
+        self._state = 2
+        self._fire_later()
+        return True
+
+    def result(self) -> None:
+        if self._state == 2:
+            raise asyncio.CancelledError()
+
+    def exception(self) -> None:
+        if self._state == 2:
+            raise asyncio.CancelledError()
+
+    def _fire(self) -> None:  # on the loop, from the waker
+        if self._state:
+            return
+        self._state = 1
+        fn = self._callback
+        if fn is not None:
+            self._callback = None
+            try:
+                if self._context is not None:
+                    self._context.run(fn, self)
+                else:
+                    fn(self)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler(
+                    {"message": "canonical_raft: waking an awaiting task failed",
+                     "exception": exc})
+
+    def _fire_later(self) -> None:
+        fn = self._callback
+        if fn is not None:
+            self._callback = None
+            self._loop.call_soon(fn, self, context=self._context)
 
 
 class ApplyFuture(Future):
@@ -216,9 +301,9 @@ class ApplyFuture(Future):
 
 # ---------------------------------------------------------------- asyncio wake-ups
 
-#: Waiters handed to an event loop per turn of it, so that a large batch does not
-#: hold the loop (and its timers) for long: the rest go in the next turns.
-DELIVER_CHUNK = 256
+#: Tasks woken per turn of an event loop, so that a large batch does not hold
+#: the loop (and its timers) for long: the rest go in the next turns.
+DELIVER_CHUNK = 128
 
 _tls = threading.local()
 
@@ -235,7 +320,7 @@ class _LoopWaker:
         self._items: list = []
         self._scheduled = False
 
-    def add(self, waiter: asyncio.Future) -> None:
+    def add(self, waiter: _Waiter) -> None:
         """Any thread: queue a waiter; wake the loop now, or at the end of the
         resolving thread's batch (see batch())."""
         with self._lock:
@@ -269,8 +354,7 @@ class _LoopWaker:
     def _deliver_from(self, items: list, start: int) -> None:
         end = start + DELIVER_CHUNK
         for waiter in items[start:end]:
-            if not waiter.done():  # its task was cancelled meanwhile
-                waiter.set_result(None)
+            waiter._fire()  # nothing if its task was cancelled meanwhile
         if end < len(items):
             loop = self._loop()
             if loop is not None:
@@ -316,3 +400,13 @@ class batch:
             _tls.wakers = None
             for waker in wakers:
                 waker._wake()
+
+
+def wake_pending() -> None:
+    """Inside ``batch()``: wake now the event loops waiting so far (the applier
+    calls it where it offers the GIL in the middle of a large batch)."""
+    wakers = getattr(_tls, "wakers", None)
+    if wakers:
+        _tls.wakers = []
+        for waker in wakers:
+            waker._wake()

@@ -53,6 +53,7 @@ class Node:
     _announced_term = 0  # the term this node last announced the cluster id in, as leader
     _unhook_own: Callable[[], None] | None = None  # our own leadership callback
     _records_applied = 0  # reserved records this node proposed and applied (not user commands)
+    _hop_clock: list | None = None  # benchmark instrument: the applier notes when it takes a batch
 
     def __init__(self, id: int, address: str, fsm: FSM, data_dir: str | os.PathLike, *,
                  cluster: dict[int, str] | None = None, config: Config | None = None) -> None:
