@@ -80,12 +80,17 @@ class Future(concurrent.futures.Future):
 
     def _resolve(self, result: Any, exception: BaseException | None) -> None:
         with _lazy:
-            if self._state in _DONE:
-                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
-            self._result = result
-            self._exception = exception
-            self._state = FINISHED
-            cond, aio, callbacks = self._cond, self._aio, self._done_callbacks
+            state = self._state
+            if state in _DONE:
+                cond = None
+            else:
+                state = None
+                self._result = result
+                self._exception = exception
+                self._state = FINISHED
+                cond, aio, callbacks = self._cond, self._aio, self._done_callbacks
+        if state is not None:  # raised outside the lock: repr() may take it
+            raise concurrent.futures.InvalidStateError(f"{state}: {self!r}")
         if cond is not None:  # someone waits (or waited) on a thread
             with cond:
                 for waiter in self._waiters:
