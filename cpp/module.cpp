@@ -7,6 +7,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
+
 #include "node.h"
 
 namespace py = pybind11;
@@ -40,19 +42,38 @@ struct NodeCore {
     }
 };
 
+// Commands that start with this prefix are the library's own records
+// (identity.py), set once by the applier module; a flag per entry tells the
+// applier whether it must look for them at all.
+std::string g_reserved_prefix;
+
+// (COMMAND, index, mine, [request_id, bytes, request_id, bytes, ...], has_reserved),
+// built with the C API: this runs once per committed command, and a flat list
+// allocates no tuple per command (the applier walks it in pairs).
 py::object command_item(NodeImpl& node, Item& item) {
     uint64_t nonce = 0;
     std::vector<DecodedCommand> cmds;
     if (!decode_envelope(item.data, &nonce, &cmds)) {
-        return py::make_tuple(int(kCommand), item.index, false, py::none());
+        return py::make_tuple(int(kCommand), item.index, false, py::none(), false);
     }
     bool mine = nonce == node.nonce();
-    py::list out(cmds.size());
+    bool reserved = false;
+    const std::string& prefix = g_reserved_prefix;
+    py::list out(2 * cmds.size());
     for (size_t i = 0; i < cmds.size(); i++) {
-        out[i] = py::make_tuple(mine ? cmds[i].request_id : 0,
-                                py::bytes(cmds[i].data.data(), cmds[i].data.size()));
+        const auto& c = cmds[i];
+        if (!prefix.empty() && c.data.size() >= prefix.size() &&
+            std::memcmp(c.data.data(), prefix.data(), prefix.size()) == 0) {
+            reserved = true;
+        }
+        PyObject* id = PyLong_FromUnsignedLongLong(mine ? c.request_id : 0);
+        if (id == nullptr) throw py::error_already_set();
+        PyList_SET_ITEM(out.ptr(), 2 * i, id);  // owned by the list from here on
+        PyObject* data = PyBytes_FromStringAndSize(c.data.data(), Py_ssize_t(c.data.size()));
+        if (data == nullptr) throw py::error_already_set();
+        PyList_SET_ITEM(out.ptr(), 2 * i + 1, data);
     }
-    return py::make_tuple(int(kCommand), item.index, mine, std::move(out));
+    return py::make_tuple(int(kCommand), item.index, mine, std::move(out), reserved);
 }
 
 py::object to_python(NodeImpl& node, Item& item) {
@@ -111,6 +132,23 @@ bool submit(NodeCore& self, uint64_t request_id, const py::bytes& data) {
     Py_ssize_t len = 0;
     if (PyBytes_AsStringAndSize(data.ptr(), &buf, &len) != 0) throw py::error_already_set();
     return self.impl->submit(request_id, buf, static_cast<size_t>(len));
+}
+
+// apply_many: one call, one lock, one wake-up of the loop thread for them all.
+bool submit_many(NodeCore& self, uint64_t first_id, const py::list& commands) {
+    std::vector<std::string> copies;
+    size_t n = commands.size(), bytes = 0;
+    copies.reserve(n);
+    for (size_t i = 0; i < n; i++) {
+        char* buf = nullptr;
+        Py_ssize_t len = 0;
+        if (PyBytes_AsStringAndSize(PyList_GET_ITEM(commands.ptr(), i), &buf, &len) != 0) {
+            throw py::error_already_set();
+        }
+        copies.emplace_back(buf, static_cast<size_t>(len));
+        bytes += static_cast<size_t>(len);
+    }
+    return self.impl->submit_many(first_id, std::move(copies), bytes);
 }
 
 // The applier hands the encoded snapshot as a list of bytes-like chunks, so a
@@ -344,6 +382,9 @@ void init_codes(py::module_& m) {
     roles["VOTER"] = int(RAFT_VOTER);
     roles["SPARE"] = int(RAFT_SPARE);
     m.attr("roles") = roles;
+    m.def("set_reserved_prefix", [](const py::bytes& prefix) {
+        g_reserved_prefix = std::string(prefix);
+    });
     m.def("strerror", [](int code) { return std::string(raft_strerror(code)); });
     m.attr("libraft_version") = CANONICAL_RAFT_LIBRAFT_VERSION;
     m.attr("ENVELOPE_HEADER") = kEnvelopeHeader;
@@ -417,6 +458,12 @@ void init_node(py::module_& m) {
         })
         .def("request_close", [](NodeCore& self) { self.impl->request_close(); })
         .def("submit", &submit, py::arg("request_id"), py::arg("data"))
+        .def("submit_many", &submit_many, py::arg("first_id"), py::arg("commands"))
+        .def("set_timing", [](NodeCore& self, bool on) { self.impl->set_timing(on); })
+        .def("hop_times", [](NodeCore& self) {
+            auto t = self.impl->hop_times();
+            return py::make_tuple(t.flush_ns, t.append_start_ns, t.append_done_ns, t.commit_ns);
+        })
         .def("barrier", [](NodeCore& self, uint64_t rid) { self.impl->barrier(rid); })
         .def("add", [](NodeCore& self, uint64_t rid, uint64_t id, const std::string& a) {
             self.impl->add(rid, id, a);

@@ -4,6 +4,8 @@
 #include <climits>
 #include <cstring>
 #include <random>
+#include <time.h>
+#include <unordered_map>
 
 namespace craft {
 
@@ -90,6 +92,56 @@ void wrap_transport(struct raft_uv_transport* t) {
     t->connect = &connect_nodelay;
 }
 
+uint64_t now_ns() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+// Benchmark instrument: raft_uv's append is wrapped (like the transport above)
+// to time the local disk write. Only while some node has timing on; the times
+// are process-wide and kept for the io they came from.
+using AppendFn = int (*)(struct raft_io*, struct raft_io_append*, const struct raft_entry[],
+                         unsigned, raft_io_append_cb);
+std::atomic<AppendFn> g_append{nullptr};
+std::atomic<int> g_timing_nodes{0};
+std::mutex g_append_mu;  // leaf lock
+std::unordered_map<struct raft_io_append*, raft_io_append_cb> g_append_cbs;
+std::atomic<const struct raft_io*> g_append_io{nullptr};
+std::atomic<uint64_t> g_append_start{0};
+std::atomic<uint64_t> g_append_done{0};
+
+void append_timed_cb(struct raft_io_append* req, int status) {
+    g_append_done = now_ns();
+    raft_io_append_cb cb;
+    {
+        std::lock_guard<std::mutex> lock(g_append_mu);
+        auto it = g_append_cbs.find(req);
+        cb = it->second;
+        g_append_cbs.erase(it);
+    }
+    cb(req, status);
+}
+
+int append_timed(struct raft_io* io, struct raft_io_append* req, const struct raft_entry entries[],
+                 unsigned n, raft_io_append_cb cb) {
+    if (g_timing_nodes.load(std::memory_order_relaxed) == 0) {
+        return g_append.load()(io, req, entries, n, cb);
+    }
+    {
+        std::lock_guard<std::mutex> lock(g_append_mu);
+        g_append_cbs[req] = cb;
+    }
+    g_append_io = io;
+    g_append_start = now_ns();
+    int rv = g_append.load()(io, req, entries, n, &append_timed_cb);
+    if (rv != 0) {
+        std::lock_guard<std::mutex> lock(g_append_mu);
+        g_append_cbs.erase(req);
+    }
+    return rv;
+}
+
 // Early rejections after which the caller still owns the buffer (LIBRAFT_NOTES rule 5).
 bool apply_rejected_early(int rv) {
     return rv == RAFT_NOTLEADER || rv == RAFT_NOSPACE || rv == RAFT_MALFORMED ||
@@ -112,7 +164,7 @@ NodeImpl::NodeImpl(std::shared_ptr<BridgeExecutor> exec, NodeOptions opts)
     bridge_ = std::make_unique<Bridge>();
 }
 
-NodeImpl::~NodeImpl() = default;
+NodeImpl::~NodeImpl() { set_timing(false); }
 
 bool NodeImpl::run_on_loop(std::function<void()> fn) { return exec_->post(std::move(fn)); }
 
@@ -253,6 +305,8 @@ bool NodeImpl::init_uv_io(std::promise<CoreError>* result) {
         result->set_value({rv, msg});
         return false;
     }
+    g_append = io_.append;  // hop timing (bench): wraps raft_uv's append
+    io_.append = &append_timed;
     raft_uv_set_auto_recovery(&io_, opts_.auto_recovery);
     raft_uv_set_segment_size(&io_, opts_.segment_size);
     raft_uv_set_connect_retry_delay(&io_, opts_.connect_retry_delay_ms);
@@ -367,10 +421,42 @@ bool NodeImpl::submit(uint64_t request_id, const char* data, size_t len) {
     }
     inflight_cmds_.fetch_add(1, std::memory_order_relaxed);
     inflight_bytes_.fetch_add(len, std::memory_order_relaxed);
+    std::vector<PendingCommand> one;
+    one.push_back({request_id, std::string(data, len)});  // copied before the lock
+    return enqueue(std::move(one));
+}
+
+bool NodeImpl::submit_many(uint64_t first_id, std::vector<std::string>&& commands,
+                           size_t bytes) {
+    uint64_t n = commands.size();
+    if (n == 0) return true;
+    uint64_t cmds = inflight_cmds_.load(std::memory_order_relaxed);
+    if (cmds > 0 && (cmds + n > opts_.max_pending_commands ||
+                     inflight_bytes_.load(std::memory_order_relaxed) + bytes >
+                         opts_.max_pending_bytes)) {
+        return false;  // all or nothing
+    }
+    inflight_cmds_.fetch_add(n, std::memory_order_relaxed);
+    inflight_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+    std::vector<PendingCommand> batch;
+    batch.reserve(n);
+    for (uint64_t i = 0; i < n; i++) batch.push_back({first_id + i, std::move(commands[i])});
+    return enqueue(std::move(batch));
+}
+
+// Appends to the submission queue under one lock; the first submission since
+// the last flush wakes the loop thread. Always returns true: if the loop is
+// gone, the commands fail (kApplyFailed) like any other.
+bool NodeImpl::enqueue(std::vector<PendingCommand>&& cmds) {
     bool post = false;
     {
         std::lock_guard<std::mutex> lock(submit_mu_);
-        pending_.push_back({request_id, std::string(data, len)});
+        if (pending_.empty()) {
+            pending_.swap(cmds);
+        } else {
+            pending_.reserve(pending_.size() + cmds.size());
+            for (auto& c : cmds) pending_.push_back(std::move(c));
+        }
         if (!flush_posted_) {
             flush_posted_ = true;
             post = true;
@@ -396,6 +482,16 @@ bool NodeImpl::submit(uint64_t request_id, const char* data, size_t len) {
 void NodeImpl::release(uint64_t commands, uint64_t bytes) {
     inflight_cmds_.fetch_sub(commands, std::memory_order_relaxed);
     inflight_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+}
+
+void NodeImpl::set_timing(bool on) {
+    if (timing_.exchange(on) != on) g_timing_nodes.fetch_add(on ? 1 : -1);
+}
+
+NodeImpl::HopTimes NodeImpl::hop_times() const {
+    bool ours = g_append_io.load() == &io_;
+    return {t_flush_.load(), ours ? g_append_start.load() : 0, ours ? g_append_done.load() : 0,
+            t_commit_.load()};
 }
 
 Item NodeImpl::leader_item(int kind) const {
@@ -430,6 +526,7 @@ void NodeImpl::flush() {
         flush_posted_ = false;
     }
     if (cmds.empty()) return;
+    if (timing_.load(std::memory_order_relaxed)) t_flush_ = now_ns();
     auto all_ids = [&cmds] {
         std::vector<uint64_t> ids;
         ids.reserve(cmds.size());
@@ -792,8 +889,10 @@ int NodeImpl::fsm_apply(struct raft_fsm* fsm, const struct raft_buffer* buf,
     item.index = raft_last_applied(&self->raft_) + 1;
     item.applied = item.index;
     item.data.assign(static_cast<const char*>(buf->base), buf->len);
+    if (self->timing_.load(std::memory_order_relaxed)) self->t_commit_ = now_ns();
+    uint64_t applied = item.applied;
     self->queue_.push(std::move(item));
-    self->last_pushed_applied_ = item.applied;
+    self->last_pushed_applied_ = applied;
     return 0;
 }
 

@@ -103,6 +103,10 @@ public:
     // Non-blocking, thread-safe. Outcomes arrive through queue().
     // submit() returns false, and queues nothing, past the backpressure bounds.
     bool submit(uint64_t request_id, const char* data, size_t len);
+    // Many commands under one lock and one wake-up of the loop thread, with the
+    // request ids first_id, first_id + 1, ...: all admitted, or none (false) if
+    // they would take the pending counts past the bounds while any is pending.
+    bool submit_many(uint64_t first_id, std::vector<std::string>&& commands, size_t bytes);
     // The applier: that many submitted commands (of that many bytes) resolved.
     void release(uint64_t commands, uint64_t bytes);
     uint64_t pending_commands() const { return inflight_cmds_.load(); }
@@ -112,6 +116,14 @@ public:
     void snapshot_put(uint64_t index, std::vector<std::string>&& chunks);
     // The index of the snapshot raft_start loaded (0: none). Valid after start.
     uint64_t start_snapshot_index() const { return start_snapshot_index_; }
+    // Benchmark instrument (one command at a time): CLOCK_MONOTONIC ns of the
+    // last flush on the loop thread, the last local append started and done, and
+    // the last committed entry handed to the applier. Off: nothing is recorded.
+    void set_timing(bool on);
+    struct HopTimes {
+        uint64_t flush_ns, append_start_ns, append_done_ns, commit_ns;
+    };
+    HopTimes hop_times() const;
     void barrier(uint64_t request_id);
     void add(uint64_t request_id, uint64_t id, const std::string& address);
     void assign(uint64_t request_id, uint64_t id, int role);
@@ -155,6 +167,7 @@ private:
     void snapshot_done(uint64_t index, int code, const std::string& msg);
     void publish_status(bool force_event);
     bool run_on_loop(std::function<void()> fn);
+    bool enqueue(std::vector<PendingCommand>&& cmds);
     Item leader_item(int kind) const;
 
     static int fsm_apply(struct raft_fsm* fsm, const struct raft_buffer* buf, void** result) noexcept;
@@ -194,6 +207,10 @@ private:
     uint64_t entries_proposed_ = 0;
     uint64_t commands_proposed_ = 0;
     uint64_t start_snapshot_index_ = 0;
+
+    std::atomic<bool> timing_{false};
+    std::atomic<uint64_t> t_flush_{0};
+    std::atomic<uint64_t> t_commit_{0};
 
     std::atomic<uint64_t> inflight_cmds_{0};
     std::atomic<uint64_t> inflight_bytes_{0};

@@ -9,11 +9,12 @@ import functools
 import fcntl
 import itertools
 import logging
+import operator
 import os
 import threading
 import time
 import weakref
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from . import _applier, _core, identity
 from ._preflight import check_bindable, check_metadata, newest_snapshot
@@ -57,6 +58,7 @@ class Node:
     _announced_term = 0  # the term this node last announced the cluster id in, as leader
     _unhook_own: Callable[[], None] | None = None  # our own leadership callback
     _records_applied = 0  # reserved records this node proposed and applied (not user commands)
+    _hop_clock: list | None = None  # benchmark instrument: the applier notes when it takes a batch
 
     def __init__(self, id: int, address: str, fsm: FSM, data_dir: str | os.PathLike | None = None,
                  *, cluster: dict[int, str] | None = None, config: Config | None = None,
@@ -102,6 +104,7 @@ class Node:
         self._broken: BaseException | None = None
         self._applier_ident: int | None = None
         self._ids = itertools.count(1)
+        self._blocks = itertools.count(0)  # apply_many's id blocks
         self._pending: dict[int, ApplyFuture] = {}
         self._requests: dict[int, tuple[Future, Callable]] = {}
         self._applied = 0
@@ -361,47 +364,118 @@ class Node:
         Past that, apply() raises BusyError at once (safe inside an event loop),
         or with ``timeout`` waits up to that many seconds for room first. A
         BusyError command was never submitted: retrying it cannot apply it twice."""
-        if not isinstance(command, bytes):
-            if isinstance(command, (bytearray, memoryview)):
-                command = bytes(command)
-            else:
-                raise TypeError(f"command must be bytes, not {type(command).__name__}")
+        if type(command) is not bytes:
+            command = _as_command(command)
+        n = len(command)
+        if n > self._command_limit:
+            raise TooBigError(f"command of {n} bytes exceeds the limit of "
+                              f"{self._command_limit} (Config.max_command_size)")
         if command.startswith(identity.RECORD_PREFIX):
             raise InvalidConfigError("commands starting with canonical_raft.identity."
                                      "RECORD_PREFIX are reserved")
-        if len(command) > self._command_limit:
-            raise TooBigError(f"command of {len(command)} bytes exceeds the limit of "
-                              f"{self._command_limit} (Config.max_command_size)")
-        core = self._check_open()
+        core = self._core
+        if core is None or self._closed or self._broken is not None:
+            core = self._check_open()
         rid = next(self._ids)
-        fut = ApplyFuture(self._applier_ident)
-        fut.nbytes = len(command)
-        self._pending[rid] = fut
+        fut = ApplyFuture(self._applier_ident, n)
+        pending = self._pending
+        pending[rid] = fut
         if not core.submit(rid, command):
-            del self._pending[rid]
-            self._wait_for_room(core, rid, fut, command, timeout)
-        self._settle_if_closed(self._pending, rid)
+            del pending[rid]
+            self._wait_for_room(core, lambda c: c.submit(rid, command),
+                                lambda: pending.__setitem__(rid, fut),
+                                lambda: pending.pop(rid, None), timeout, 1)
+        if self._applier_done:
+            self._settle_if_closed(pending, rid)
         return fut
 
-    def _wait_for_room(self, core: _core.NodeCore, rid: int, fut: ApplyFuture,
-                       command: bytes, timeout: float | None) -> None:
+    def apply_many(self, commands: Iterable[bytes], *,
+                   timeout: float | None = None) -> list[ApplyFuture]:
+        """Replicate many commands with one call; one future per command, in order.
+
+        They are submitted together (one call into the core, one lock, one
+        wake-up of the loop thread) and packed into as few log entries as
+        ``Config.max_entry_bytes`` allows, consecutive in the log, in the order
+        given: no other command lands between two of them.
+
+        All or nothing at submission: every command is checked first (type,
+        ``max_command_size``, reserved prefix) and if one fails nothing is
+        submitted. Backpressure counts the whole call: if it does not fit under
+        ``max_pending_commands``/``max_pending_bytes`` (while anything is
+        pending), BusyError (nothing submitted) or, with ``timeout``, a wait for
+        room for all of them. A call larger than the bounds themselves raises
+        TooBigError: split it.
+
+        No atomicity after submission: each command has its own outcome. A
+        failure (leadership lost, node closed) may fail some futures while
+        earlier commands of the same call commit; an exception of FSM.apply
+        fails that command's future only."""
+        cmds = list(commands)
+        n = len(cmds)
+        if not n:
+            return []
+        for i, c in enumerate(cmds):
+            if type(c) is not bytes:
+                cmds[i] = _as_command(c)
+        sizes = list(map(len, cmds))
+        total = sum(sizes)
+        limit = self._command_limit
+        if max(sizes) > limit:
+            i = next(i for i, s in enumerate(sizes) if s > limit)
+            raise TooBigError(f"command {i} of {sizes[i]} bytes exceeds the limit of "
+                              f"{limit} (Config.max_command_size); nothing was submitted")
+        if any(map(_is_reserved, cmds)):
+            raise InvalidConfigError("commands starting with canonical_raft.identity."
+                                     "RECORD_PREFIX are reserved; nothing was submitted")
+        config = self._config
+        if n > min(config.max_pending_commands, _BLOCK) or total > config.max_pending_bytes:
+            raise TooBigError(
+                f"apply_many of {n} commands ({total} bytes) exceeds what may be pending at "
+                f"once (Config.max_pending_commands={config.max_pending_commands}, "
+                f"max_pending_bytes={config.max_pending_bytes}); split it")
+        core = self._check_open()
+        # Request ids of a block: bit 63 set (apply() ids never reach it),
+        # consecutive, so one id names them all on the way to the core.
+        first = _BLOCK_BASE + next(self._blocks) * _BLOCK
+        ident = self._applier_ident
+        futs = [ApplyFuture(ident, size) for size in sizes]
+        ids = range(first, first + n)
+        pending = self._pending
+        pending.update(zip(ids, futs))
+
+        def unregister() -> None:
+            for rid in ids:
+                pending.pop(rid, None)
+        if not core.submit_many(first, cmds):
+            unregister()
+            self._wait_for_room(core, lambda c: c.submit_many(first, cmds),
+                                lambda: pending.update(zip(ids, futs)), unregister, timeout, n)
+        if self._applier_done:
+            for rid in ids:
+                self._settle_if_closed(pending, rid)
+        return futs
+
+    def _wait_for_room(self, core: _core.NodeCore, submit: Callable[[_core.NodeCore], bool],
+                       register: Callable[[], None], unregister: Callable[[], None],
+                       timeout: float | None, n: int) -> None:
         deadline = time.monotonic() + (timeout or 0.0)
         if timeout and self._on_applier_thread():
             raise RaftError("apply(timeout=...) on the node's applier thread (in an FSM "
                             "method or a callback) would wait on itself")
         while True:
             if time.monotonic() >= deadline:
+                what = "the command was" if n == 1 else f"none of the {n} commands was"
                 raise BusyError(
                     f"node {self.id} has {core.stats()['pending_commands']} commands pending "
                     f"(Config.max_pending_commands={self._config.max_pending_commands}, "
-                    f"max_pending_bytes={self._config.max_pending_bytes}); the command was "
-                    "not submitted: retry later or pass apply(..., timeout=seconds)")
+                    f"max_pending_bytes={self._config.max_pending_bytes}); {what} "
+                    "submitted: retry later or pass apply(..., timeout=seconds)")
             time.sleep(0.001)
             core = self._check_open()
-            self._pending[rid] = fut
-            if core.submit(rid, command):
+            register()
+            if submit(core):
                 return
-            del self._pending[rid]
+            unregister()
 
     def _request(self, submit: Callable[[_core.NodeCore, int], None],
                  on_success: Callable[[Future, int], None] | None = None) -> Future:
@@ -721,6 +795,20 @@ class Node:
         """``async for event in node.events():`` the current state first, then
         every change, until the node closes."""
         return self._events.subscribe(lambda: self._applier_done)
+
+
+#: apply_many's request ids: block k holds _BLOCK_BASE + k * _BLOCK + i (i < _BLOCK).
+_BLOCK = 1 << 24
+_BLOCK_BASE = 1 << 63
+
+
+def _as_command(command: object) -> bytes:
+    if isinstance(command, (bytearray, memoryview)):
+        return bytes(command)
+    raise TypeError(f"command must be bytes, not {type(command).__name__}")
+
+
+_is_reserved = operator.methodcaller("startswith", identity.RECORD_PREFIX)
 
 
 def _with_note(exc: RaftError, note: str) -> RaftError:

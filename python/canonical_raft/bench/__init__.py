@@ -193,7 +193,7 @@ def _count_steps(plan: Plan, pso: bool, ceiling: bool) -> int:
     n = 1  # limits
     if ceiling:
         n += 2 + (1 if plan.five_nodes_ceiling else 0)
-    n += 1 + len(plan.scale) + 2 * len(plan.sizes)  # canonical-raft 3 nodes
+    n += 1 + len(plan.scale) + 2 * len(plan.sizes) + 6  # canonical-raft 3 nodes (+ issue 11)
     n += 3 if plan.five_nodes else 0
     if pso:
         n += 2 * (1 + 2 * len(plan.pso_sizes) + (len(plan.scale) if plan.scale_pysyncobj else 0))
@@ -290,9 +290,49 @@ def _nodes(plan, system, variant, extra, nodes, root, results, progress, durabil
                 if inflight == 1000 and size == sizes[0]:
                     results["rss"].append({"what": f"{name}, {nodes} nodes, after "
                                                    f"1000 in flight", "nodes": c.rss()})
+            if not is_pso and nodes == 3 and size == 64:
+                _issue11_rows(plan, c, results, progress, name, durability)
             progress(f"{name}, {nodes} nodes: one apply at a time, {_report.size_label(size)}, "
                      f"{plan.latency_seconds:g} s")
             lat = c.latency(plan.latency_seconds, size)
             c.verify()
             results["latency"].append({"system": system, "variant": variant, "nodes": nodes,
                                        "size": size, **lat})
+
+
+def _issue11_rows(plan, c, results, progress, name, durability) -> None:
+    """apply_many, asyncio vs threads at 2,000 and 10,000, and the hops of one apply."""
+    secs = plan.scale_seconds
+    base = {"system": "canonical-raft", "nodes": 3, "size": 64, "durability": durability}
+
+    def run(cmd: str, **kw) -> dict:
+        before = c.leader.cpu()
+        r = c.leader.call(cmd, **kw)
+        after = c.leader.cpu()
+        c.acked += r.get("acked", 0)
+        r.pop("errors", None)
+        if before is not None and after is not None and r.get("acked"):
+            r["leader_cpu_us"] = 1e6 * (after - before) / r["acked"]
+        return r
+
+    progress(f"{name}: apply_many, 1000 in flight, {secs:g} s")
+    r = run("throughput_many", seconds=secs, inflight=1000, size=64)
+    results["runs"].append({**base, "variant": "uv engine, apply_many", "verified": c.verify(r),
+                            **r, "leader_cpu_s": r.get("leader_cpu_us", 0) * r["acked"] / 1e6,
+                            "cpu_s": {}})
+    results["aio"] = []
+    for tasks in (2000, 10000):
+        progress(f"{name}: {tasks} applies in flight from a thread, then {tasks} asyncio tasks")
+        thr = run("throughput", seconds=secs, inflight=tasks, size=64)
+        aio = run("aio", seconds=secs, tasks=tasks, size=64)
+        c.verify()
+        results["aio"].append({"tasks": tasks, "thread_applies_per_s": thr["applies_per_s"],
+                               "aio_applies_per_s": aio["applies_per_s"],
+                               "vs_thread": aio["applies_per_s"] / thr["applies_per_s"]
+                               if thr["applies_per_s"] else None,
+                               "lag_p50_ms": aio["lag_p50_ms"], "lag_p99_ms": aio["lag_p99_ms"],
+                               "lag_max_ms": aio["lag_max_ms"],
+                               "aio_cpu_us": aio.get("leader_cpu_us"),
+                               "thread_cpu_us": thr.get("leader_cpu_us")})
+    progress(f"{name}: one apply at a time, timestamped at every hop")
+    results["hops"] = run("hops", seconds=plan.latency_seconds, size=64)

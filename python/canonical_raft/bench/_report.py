@@ -11,6 +11,7 @@ TARGETS = (
      ">="),
     ("throughput >= 50% of the C ceiling at 64 commands/entry", "vs_ceiling", 0.5, ">="),
     ("one-at-a-time p50 <= 1.25x the C ceiling's", "p50_vs_ceiling", 1.25, "<="),
+    ("leader CPU us/command <= 2.5x the C ceiling's (64/entry)", "cpu_vs_ceiling", 2.5, "<="),
 )
 
 
@@ -60,6 +61,10 @@ def rows(results: dict) -> list[dict]:
             if ceil and ceil["applies_per_s"] > 0 else None,
             "p50_vs_ceiling": p50 / ceil_lat["p50_ms"]
             if p50 is not None and ceil_lat and ceil_lat.get("p50_ms") else None,
+            "cpu_vs_ceiling": (r["leader_cpu_s"] / r["acked"]) /
+            (ceil["leader_cpu_s"] / ceil["applies_per_s"] / ceil["seconds"])
+            if r.get("leader_cpu_s") and r["acked"] and ceil and ceil.get("leader_cpu_s")
+            and ceil.get("seconds") else None,
             "leader_cpu_us": 1e6 * r["leader_cpu_s"] / r["acked"]
             if r.get("leader_cpu_s") is not None and r["acked"] else None,
             "all_nodes_cpu_us": 1e6 * sum(r["cpu_s"].values()) / r["acked"]
@@ -82,6 +87,19 @@ def targets(results: dict) -> list[dict]:
         value = row.get(field) if row else None
         met = None if value is None else (value >= bound if op == ">=" else value <= bound)
         out.append({"target": text, "value": value, "met": met})
+    many = _find(rows(results), system="canonical-raft", nodes=3, size=64,
+                 variant="uv engine, apply_many")
+    if many:
+        v = many.get("vs_ceiling")
+        out.append({"target": "apply_many throughput >= 50% of the C ceiling at 64/entry",
+                    "value": v, "met": None if v is None else v >= 0.5})
+    for a in results.get("aio", []):
+        out.append({"target": f"asyncio, {a['tasks']:,} tasks >= 80% of the thread path",
+                    "value": a["vs_thread"],
+                    "met": None if a["vs_thread"] is None else a["vs_thread"] >= 0.8})
+        out.append({"target": f"event-loop lag p99, {a['tasks']:,} tasks < 10 ms",
+                    "value": a["lag_p99_ms"],
+                    "met": None if a["lag_p99_ms"] is None else a["lag_p99_ms"] < 10})
     return out
 
 
@@ -146,6 +164,24 @@ def print_table(results: dict, file=sys.stdout) -> None:
                               f"{_f(v['hwm_kib'] and v['hwm_kib'] / 1024, '.0f')}"
                               for i, v in sorted(r["nodes"].items(), key=lambda kv: int(kv[0])))
             print(f"  {r['what']:<60}{nodes}", file=file)
+    if results.get("aio"):
+        print("\nasyncio vs threads (canonical-raft, 3 nodes, 64 B; `await node.apply()` in N "
+              "tasks vs N in flight from a thread):", file=file)
+        print(f"  {'in flight':>10}{'thread/s':>11}{'asyncio/s':>11}{'ratio':>7}"
+              f"{'lag p50/p99/max ms':>22}{'CPU us/cmd thr/aio':>20}", file=file)
+        for a in results["aio"]:
+            print(f"  {a['tasks']:>10,}{a['thread_applies_per_s']:>11,.0f}"
+                  f"{a['aio_applies_per_s']:>11,.0f}{_f(a['vs_thread'], '.2f'):>7}"
+                  f"{_f(a['lag_p50_ms'], '.1f'):>10} / {_f(a['lag_p99_ms'], '.1f')} / "
+                  f"{_f(a['lag_max_ms'], '.1f')}"
+                  f"{_f(a['thread_cpu_us'], '.2f'):>12} / {_f(a['aio_cpu_us'], '.2f')}", file=file)
+    if results.get("hops"):
+        h = results["hops"]
+        print(f"\none apply, hop by hop (median us of {h['samples']} applies, "
+              "CLOCK_MONOTONIC stamps):", file=file)
+        for hop, us in h["hops_us"].items():
+            print(f"  {hop:<28}{_f(us, '.1f'):>8}", file=file)
+        print(f"  {'sum of medians':<28}{_f(h['total_us'], '.1f'):>8}", file=file)
     print("\ntargets (canonical-raft, 3 nodes, 64 B, 1000 in flight):", file=file)
     for t in targets(results):
         state = "n/a" if t["met"] is None else ("MET" if t["met"] else "NOT MET")

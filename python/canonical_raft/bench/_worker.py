@@ -15,41 +15,115 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
+import statistics
 import sys
 import threading
 import time
 
 from ._stats import percentiles
 
+#: The hops of one apply, in order (cmd_hops).
+HOPS = ("caller -> loop thread", "loop -> disk write", "disk write", "disk -> commit",
+        "commit -> applier", "applier: FSM + future", "applier -> caller")
 
-def windowed_load(submit, seconds: float, inflight: int) -> dict:
+
+def windowed_load(submit, seconds: float, inflight: int, many=None) -> dict:
     """Keep ``inflight`` commands outstanding for ``seconds``, then drain.
 
     ``submit(done)`` starts one command and arranges ``done(ok: bool)`` to be
-    called (from any thread) when it completes.
+    called when it completes (always from one thread: the system's own
+    completion thread). ``many(done, k)``, if given, starts ``k`` at once.
+    The window is refilled when a sixteenth of it (at least one) has completed,
+    so the harness costs a few attribute operations per command, not a
+    semaphore round trip.
     """
-    window = threading.Semaphore(inflight)
-    lock = threading.Lock()
-    counts = [0, 0]  # acked, failed
+    counts = [0, 0]  # acked, failed (written by the completion thread only)
     errors: list[str] = []
+    wake = threading.Event()
+    waiting = [False]
+    refill = max(1, inflight // 16)
+    submitted = 0
 
     def done(ok: bool, err: str | None = None) -> None:
-        with lock:
-            counts[0 if ok else 1] += 1
-            if err and len(errors) < 3:
-                errors.append(err)
-        window.release()
+        counts[0 if ok else 1] += 1
+        if err and len(errors) < 3:
+            errors.append(err)
+        if waiting[0] and submitted - counts[0] - counts[1] <= inflight - refill:
+            waiting[0] = False
+            wake.set()
+
+    def room() -> int:
+        return inflight - (submitted - counts[0] - counts[1])
 
     start = time.perf_counter()
     end = start + seconds
     while time.perf_counter() < end:
-        window.acquire()
-        submit(done)
-    for _ in range(inflight):  # drain the window
-        window.acquire()
+        k = room()
+        if k < refill:
+            wake.clear()
+            waiting[0] = True
+            if room() < refill:
+                wake.wait(0.05)
+            waiting[0] = False
+            continue
+        if many is not None:
+            submitted += k
+            many(done, k)
+        else:
+            for _ in range(k):
+                submitted += 1
+                submit(done)
+    while submitted - counts[0] - counts[1] > 0:  # drain the window
+        time.sleep(0.0005)
     elapsed = time.perf_counter() - start
     return {"inflight": inflight, "acked": counts[0], "failed": counts[1], "seconds": elapsed,
             "applies_per_s": counts[0] / elapsed, "errors": errors}
+
+
+def aio_load(apply, seconds: float, tasks: int) -> dict:
+    """``tasks`` asyncio tasks, each awaiting ``apply()`` in a loop, for
+    ``seconds``; a probe task measures the event loop's lag (how late a 5 ms
+    sleep wakes up) in the steady state: from 0.5 s after the tasks started
+    (starting 10,000 tasks at once is one long turn of the loop) to the stop."""
+    import asyncio
+
+    async def main() -> dict:
+        counts = [0, 0]
+        errors: list[str] = []
+        lags: list[float] = []
+        stop = [False]
+
+        async def worker() -> None:
+            while not stop[0]:
+                try:
+                    await apply()
+                    counts[0] += 1
+                except Exception as exc:
+                    counts[1] += 1
+                    if len(errors) < 3:
+                        errors.append(repr(exc))
+
+        async def probe() -> None:
+            await asyncio.sleep(min(0.5, seconds / 4))
+            while not stop[0]:
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.005)
+                lags.append(time.perf_counter() - t0 - 0.005)
+
+        start = time.perf_counter()
+        workers = [asyncio.create_task(worker()) for _ in range(tasks)]
+        prober = asyncio.create_task(probe())
+        await asyncio.sleep(seconds)
+        stop[0] = True
+        await asyncio.gather(*workers, prober)
+        elapsed = time.perf_counter() - start
+        lat = percentiles(lags)
+        return {"tasks": tasks, "acked": counts[0], "failed": counts[1], "seconds": elapsed,
+                "applies_per_s": counts[0] / elapsed, "errors": errors,
+                "lag_p50_ms": lat["p50_ms"], "lag_p99_ms": lat["p99_ms"],
+                "lag_max_ms": max(lags) * 1000 if lags else None}
+
+    return asyncio.run(main())
 
 
 def one_at_a_time(call, seconds: float) -> dict:
@@ -125,9 +199,66 @@ class CraftNode:
 
         return windowed_load(submit, seconds, inflight)
 
+    def cmd_throughput_many(self, seconds: float, inflight: int, size: int) -> dict:
+        """The window refilled with apply_many (one call per refill)."""
+        payload = b"x" * size
+        node = self.node
+
+        def many(done, k: int) -> None:
+            def finished(fut) -> None:
+                exc = fut.exception()
+                done(exc is None, None if exc is None else repr(exc))
+            for fut in node.apply_many([payload] * k):
+                fut.add_done_callback(finished)
+
+        return windowed_load(None, seconds, inflight, many)
+
+    def cmd_aio(self, seconds: float, tasks: int, size: int) -> dict:
+        payload = b"a" * size
+        node = self.node
+        return aio_load(lambda: node.apply(payload), seconds, tasks)
+
     def cmd_latency(self, seconds: float, size: int) -> dict:
         payload = b"y" * size
         return one_at_a_time(lambda: self.node.apply(payload).result(30), seconds)
+
+    def cmd_hops(self, seconds: float, size: int) -> dict:
+        """One apply at a time, timestamped at every hop (CLOCK_MONOTONIC ns):
+        the median of each hop, in µs."""
+        payload = b"h" * size
+        node, core = self.node, self.node._core
+        drained: list[int] = []
+        node._hop_clock = drained  # the applier appends the time each batch was taken
+        core.set_timing(True)
+        hops: dict[str, list[float]] = {name: [] for name in HOPS}
+        resolved = [0]
+        applied = 0
+
+        def on_done(_fut) -> None:
+            resolved[0] = time.monotonic_ns()
+        try:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                drained.clear()
+                t0 = time.monotonic_ns()
+                fut = node.apply(payload)
+                fut.add_done_callback(on_done)
+                fut.result(30)
+                t6 = time.monotonic_ns()
+                applied += 1
+                flush, a0, a1, commit = core.hop_times()
+                if not (drained and t0 <= flush <= a0 <= a1 and commit <= drained[-1]):
+                    continue  # a heartbeat-only turn or a reordering: not one clean trace
+                marks = (t0, flush, a0, a1, max(commit, a1), drained[-1], resolved[0], t6)
+                for name, a, b in zip(HOPS, marks, marks[1:]):
+                    hops[name].append((b - a) / 1000)
+        finally:
+            core.set_timing(False)
+            node._hop_clock = None
+        out = {name: (statistics.median(v) if v else None) for name, v in hops.items()}
+        n = len(hops[HOPS[0]])
+        return {"samples": n, "acked": applied, "hops_us": out,
+                "total_us": sum(v for v in out.values() if v is not None)}
 
     def cmd_count(self, expected: int, timeout: float = 30) -> dict:
         return {"count": wait_count(lambda: self.fsm.count, expected, timeout)}
