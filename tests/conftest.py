@@ -158,9 +158,13 @@ class Cluster:
     Node object (and a new FSM) on that id's address and data dir.
     """
 
-    def __init__(self, base: Path, size: int, config: raft.Config) -> None:
+    def __init__(self, base: Path, size: int, config: raft.Config, engine: str = "uv") -> None:
         self.base = base
         self.config = config
+        self.engine = engine
+        # The asyncio engine's log lives in a store: one per id, kept across
+        # restarts (a MemoryStore survives its Node, as a disk would).
+        self.stores: dict[int, raft.MemoryStore] = {}
         self.addresses = {i: f"127.0.0.1:{free_port()}" for i in range(1, size + 1)}
         self.initial = dict(self.addresses)
         self.nodes: dict[int, raft.Node] = {}
@@ -174,10 +178,13 @@ class Cluster:
         """A new, not yet started Node for node_id."""
         if node_id not in self.addresses:
             self.addresses[node_id] = f"127.0.0.1:{free_port()}"
+        store = None
+        if self.engine == "asyncio":
+            store = self.stores.setdefault(node_id, raft.MemoryStore())
         node = raft.Node(node_id, self.addresses[node_id], fsm if fsm is not None else KV(),
                          self.data_dir(node_id),
                          cluster=self.initial if bootstrap else None,
-                         config=config or self.config)
+                         config=config or self.config, engine=self.engine, store=store)
         self.every_node.append(node)
         return node
 
@@ -230,15 +237,28 @@ class Cluster:
         return expected
 
 
+ENGINES = ["uv", "asyncio"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    """Every Node test runs on both engines; a test that is engine-specific by
+    nature says so with ``@pytest.mark.engines("uv")`` and the reason."""
+    marker = request.node.get_closest_marker("engines")
+    if marker is not None and request.param not in marker.args:
+        pytest.skip(f"{request.param} engine: {marker.kwargs.get('reason', 'not applicable')}")
+    return request.param
+
+
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, engine):
     """Factory: ``cluster(3)`` starts 3 bootstrapped nodes and waits for a leader
-    (``start=False`` builds the Cluster only). Every node is closed at teardown,
-    whatever the test did."""
+    (``start=False`` builds the Cluster only), on the test's engine. Every node is
+    closed at teardown, whatever the test did."""
     made: list[Cluster] = []
 
     def factory(size: int = 3, *, config: raft.Config = FAST, start: bool = True) -> Cluster:
-        c = Cluster(tmp_path / f"cluster{len(made)}", size, config)
+        c = Cluster(tmp_path / f"cluster{len(made)}", size, config, engine)
         made.append(c)
         if start:
             for node_id in c.addresses:

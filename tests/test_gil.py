@@ -108,6 +108,8 @@ def settled_leader(node: raft.Node) -> bool:
     return node.is_leader
 
 
+@pytest.mark.engines("uv", reason="the asyncio engine runs Raft on a Python event loop, "
+                     "which needs the GIL: a thread holding it for seconds stalls it")
 def test_gil_held_for_seconds_does_not_stall_the_leader(cluster, tmp_path):
     # The followers live in another process, so only this process's loop thread
     # is exposed to our GIL: if it waited for the GIL, the followers would miss

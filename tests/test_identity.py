@@ -84,7 +84,8 @@ def test_joiner_gets_the_cluster_id_and_keeps_it(cluster):
     c.stop(4)
     # It belongs to that cluster now: a different cluster dict is refused.
     other = {4: again.address, 5: f"127.0.0.1:{free_port()}"}
-    node = raft.Node(4, again.address, KV(), c.data_dir(4), cluster=other, config=FAST)
+    node = raft.Node(4, again.address, KV(), c.data_dir(4), cluster=other, config=FAST,
+                     engine=c.engine, store=c.stores.get(4))
     with pytest.raises(raft.IdentityError, match=expected):
         node.start()
 

@@ -113,12 +113,14 @@ def write(data_dir: str, identity: Identity) -> None:
         raise StorageError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def prepare(data_dir: str, node_id: int, cluster: list[tuple[int, str]]) -> Identity:
+def prepare(data_dir: str, node_id: int, cluster: list[tuple[int, str]],
+            has_state: bool | None = None) -> Identity:
     """Check data_dir against the node about to start there and write its
     identity. Raises IdentityError naming both values on a mismatch."""
     stored = read(data_dir)
     wanted = cluster_id_for(cluster) if cluster else None
-    state = has_raft_state(data_dir)
+    # The uv engine's state is its files; the asyncio engine's is in its store.
+    state = has_raft_state(data_dir) if has_state is None else has_state
     if not state:
         # Nothing of Raft's here yet: the dir is new (or a start failed before
         # Raft wrote anything), so any identity in it binds nothing.

@@ -218,6 +218,13 @@ class Node:
         self._report_membership()
         return self
 
+    def _check_identity(self, has_state: bool) -> None:
+        """Asyncio engine, once its store is loaded, before any bootstrap (in a
+        worker thread: it may write the identity file)."""
+        if self.data_dir is not None:
+            self._identity = identity.prepare(self.data_dir, self.id, self._bootstrap,
+                                              has_state=has_state)
+
     def _prepare_storage(self) -> None:
         """Lock the data dir, check it, and settle this node's identity."""
         if self.data_dir is None:  # asyncio engine without a data dir
@@ -225,10 +232,11 @@ class Node:
             self._identity = self._identity or identity.Identity(self.id, cluster_id)
             return
         self._open_data_dir()
+        if self._engine.kind != "uv":
+            return  # the identity is settled once the store is loaded (check_identity)
         try:
-            if self._engine.kind == "uv":
-                check_bindable(self._config.bind_address or self.address)
-                check_metadata(self.data_dir)
+            check_bindable(self._config.bind_address or self.address)
+            check_metadata(self.data_dir)
             self._identity = identity.prepare(self.data_dir, self.id, self._bootstrap)
         except BaseException:
             self._unlock_data_dir()
@@ -340,7 +348,8 @@ class Node:
         core = self._core
         if self._closed or core is None or self._broken is not None:
             if self._broken is not None:
-                raise ShutdownError(f"node closed itself: its FSM failed ({self._broken!r})")
+                raise ShutdownError(f"node closed itself: its FSM or its store failed "
+                                    f"({self._broken!r})")
             raise ShutdownError("node is closed" if self._closed else "node is not started")
         return core
 

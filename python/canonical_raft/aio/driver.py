@@ -38,15 +38,16 @@ RAFT_CHANGE = 3
 
 class Driver:
     def __init__(self, core: _core.NodeCore, store: Store, node_id: int, address: str, *,
-                 bind_address: Optional[str], tls: Any, on_fatal: Callable[[BaseException], None]
-                 ) -> None:
+                 bind_address: Optional[str], tls: Any, retry_delay: float,
+                 on_fatal: Callable[[BaseException], None]) -> None:
         self.core = core
         self.store = store
         self.node_id = node_id
         self.loop = asyncio.get_running_loop()
         self.on_fatal = on_fatal
         self.transport = TcpTransport(node_id, address, self._on_frame,
-                                      bind_address=bind_address, tls=tls)
+                                      bind_address=bind_address, tls=tls,
+                                      retry_delay=retry_delay)
         self._writes: Deque[Tuple[Any, ...]] = deque()
         self._writer: Optional[asyncio.Task] = None
         self._wake = asyncio.Event()
@@ -60,8 +61,10 @@ class Driver:
 
     # ------------------------------------------------------------ lifecycle
 
-    async def start(self, bootstrap: List[Tuple[int, str]]) -> None:
+    async def start(self, bootstrap: List[Tuple[int, str]],
+                    check_identity: Callable[[bool], None]) -> None:
         state = await self.store.load()
+        await self.loop.run_in_executor(None, check_identity, not state.empty)
         if state.empty and bootstrap:
             # What raft_bootstrap writes: term 1 and entry 1, the configuration.
             conf = _core.encode_configuration([(sid, addr, _core.roles["VOTER"])
@@ -124,7 +127,7 @@ class Driver:
                     self._queue(op)
             elif kind == SNAPSHOT_PUT:
                 if op[2] == 0:  # installed: the log goes on after it
-                    self._next_index = op[4] + 1
+                    self._next_index = op[3] + 1
                 self._queue(op)
             elif kind == SNAPSHOT_GET:
                 self._queue(op)

@@ -61,9 +61,10 @@ class AsyncioEngine:
         core = _core.NodeCore.asyncio(options)
         driver = Driver(core, self.store, node.id, node.address,
                         bind_address=node._config.bind_address, tls=self.tls,
+                        retry_delay=node._config.connect_retry_delay,
                         on_fatal=lambda exc: self._fatal(node, exc))
         try:
-            await driver.start(node._bootstrap)
+            await driver.start(node._bootstrap, node._check_identity)
         except BaseException:
             core.request_close()
             await driver.stopped()

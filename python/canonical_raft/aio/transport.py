@@ -28,7 +28,7 @@ _PREAMBLE = struct.Struct("<BBBBIQ")
 _MAX_ADDRESS = 1024
 _MAX_HEADER = 8 * 1024 * 1024   # as raft_uv (fix_libraft.sh: message-length)
 _QUEUE_LIMIT = 1024             # frames queued for a peer that is unreachable
-_RETRY_MIN, _RETRY_MAX = 0.05, 1.0
+_RETRY_MIN = 0.05
 
 # (server_id, address, type, version, header, payload) -> 0 or a RAFT_* code
 OnFrame = Callable[[int, str, int, int, bytes, bytes], int]
@@ -84,18 +84,19 @@ class _Peer:
                 if writer is not None:
                     writer.close()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
+                delay = min(delay * 2, t.retry_delay)
 
 
 class TcpTransport:
     def __init__(self, node_id: int, address: str, on_frame: OnFrame, *,
                  bind_address: Optional[str] = None, tls=None,
-                 max_message: int = 1 << 31) -> None:
+                 retry_delay: float = 1.0, max_message: int = 1 << 31) -> None:
         self.node_id = node_id
         self.address = address
         self.bind_address = bind_address or address
         self.on_frame = on_frame
         self.max_message = max_message
+        self.retry_delay = max(retry_delay, _RETRY_MIN)  # the longest wait between connects
         self.server_ssl = tls.server_context() if tls is not None else None
         self.client_ssl = tls.client_context() if tls is not None else None
         self._server: Optional[asyncio.base_events.Server] = None
