@@ -173,8 +173,10 @@ void NodeImpl::bridge_call(const std::function<void()>& fn) {
     while (bridge_->run_deferred()) {
     }
     if (started_ && !closing_) {
-        LegacyFireCompletedRequests(&raft_);
+        // Status first: a callback's reader (e.g. transfer()) sees the new leader.
         publish_status(false);
+        LegacyFireCompletedRequests(&raft_);
+        if (!closing_) publish_status(false);
     }
 }
 

@@ -254,6 +254,8 @@ def test_callbacks_and_fsm_run_on_the_applier_thread(cluster):
         for _ in range(70):  # one at a time: past the snapshot threshold (64)
             node.apply(b"incr a").result(WAIT)
         wait_for(lambda: callbacks, what="a leadership event")
+        # The applier snapshots between batches, off the loop thread: wait for it.
+        wait_for(lambda: node.stats()["snapshot"]["taken"] >= 1, what="a snapshot")
         fsm_calls |= node.fsm.threads
         c.stop(1)
     assert node.fsm.restores >= 1  # the restart did restore a snapshot

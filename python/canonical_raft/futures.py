@@ -22,7 +22,7 @@ import logging
 import threading
 import weakref
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING
-from typing import Any, Callable
+from typing import Any, Callable, Generator, cast
 
 from . import errors
 
@@ -34,7 +34,7 @@ _LOGGER = logging.getLogger("concurrent.futures")
 _get_running_loop = asyncio.get_running_loop
 
 
-class Future(concurrent.futures.Future):
+class Future(concurrent.futures.Future[Any]):
     """A concurrent.futures.Future that is also awaitable.
 
     - ``result(timeout)`` raises canonical_raft.TimeoutError (also a builtin
@@ -80,7 +80,7 @@ class Future(concurrent.futures.Future):
 
     def _resolve(self, result: Any, exception: BaseException | None) -> None:
         with _lazy:
-            state = self._state
+            state: str | None = self._state
             if state in _DONE:
                 cond = None
             else:
@@ -168,12 +168,12 @@ class Future(concurrent.futures.Future):
                 raise errors.TimeoutError(
                     f"no outcome within {timeout}s; the operation may still complete",
                     indeterminate=True) from None
-        exc = self._exception
-        if exc is not None:
+        err = self._exception
+        if err is not None:
             try:
-                raise exc
+                raise err
             finally:
-                del exc, self  # no frame -> exception -> future cycle
+                del err, self  # no frame -> exception -> future cycle
         return self._result
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -188,7 +188,7 @@ class Future(concurrent.futures.Future):
                                           indeterminate=True) from None
         return self._exception
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Any]:
         if self._state not in _DONE:
             loop = _get_running_loop()
             waiter = _Waiter(loop, _waker_for(loop))
@@ -221,20 +221,21 @@ class _Waiter:
         self._loop = loop
         self._waker = waker
         self._asyncio_future_blocking = True
-        self._callback: Callable | None = None
+        self._callback: Callable[[_Waiter], object] | None = None
         self._context: Any = None
         self._state = 0  # 0 waiting, 1 fired, 2 cancelled
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
 
-    def add_done_callback(self, fn: Callable, *, context: Any = None) -> None:
+    def add_done_callback(self, fn: Callable[[_Waiter], object], *,
+                          context: Any = None) -> None:
         if self._state:
             self._loop.call_soon(fn, self, context=context)
         else:
             self._callback, self._context = fn, context
 
-    def remove_done_callback(self, fn: Callable) -> int:
+    def remove_done_callback(self, fn: Callable[[_Waiter], object]) -> int:
         if self._callback is fn:
             self._callback = self._context = None
             return 1
@@ -322,7 +323,7 @@ class _LoopWaker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)
         self._lock = threading.Lock()
-        self._items: list = []
+        self._items: list[_Waiter] = []
         self._scheduled = False
 
     def add(self, waiter: _Waiter) -> None:
@@ -356,7 +357,7 @@ class _LoopWaker:
             self._scheduled = False
         self._deliver_from(items, 0)
 
-    def _deliver_from(self, items: list, start: int) -> None:
+    def _deliver_from(self, items: list[_Waiter], start: int) -> None:
         end = start + DELIVER_CHUNK
         for waiter in items[start:end]:
             waiter._fire()  # nothing if its task was cancelled meanwhile
@@ -366,15 +367,18 @@ class _LoopWaker:
                 loop.call_soon(self._deliver_from, items, end)
 
 
-_wakers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_last_waker: tuple = (lambda: None, None)
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = (
+    weakref.WeakKeyDictionary())
+# (a reference to the last loop, its waker); the waker is None only in this
+# placeholder, whose reference matches no loop.
+_last_waker: tuple[Callable[[], object], _LoopWaker | None] = (lambda: None, None)
 
 
 def _waker_for(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
     global _last_waker
     ref, waker = _last_waker
     if ref() is loop:
-        return waker
+        return cast(_LoopWaker, waker)  # not the placeholder: a waker
     with _lazy:
         try:
             waker = _wakers.get(loop)

@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple, cast
 
 from .. import _core
-from ..store.base import Persisted, Snapshot, Store
+from ..store.base import Entry, Persisted, Snapshot, Store
 from .transport import TcpTransport
 
 log = logging.getLogger("canonical_raft")
@@ -49,7 +49,7 @@ class Driver:
                                       bind_address=bind_address, tls=tls,
                                       retry_delay=retry_delay)
         self._writes: Deque[Tuple[Any, ...]] = deque()
-        self._writer: Optional[asyncio.Task] = None
+        self._writer: Optional[asyncio.Task[None]] = None
         self._wake = asyncio.Event()
         self._meta_unsynced = 0          # term/vote writes queued and not yet durable
         self._held: List[Tuple[int, str, bytes]] = []  # frames waiting for them
@@ -87,7 +87,7 @@ class Driver:
             start_index = snap.index + 1
         self._next_index = start_index + len(state.entries)
         self.core.bridge_load(state.term, state.vote, snapshot, start_index,
-                              [tuple(e) for e in state.entries])
+                              cast(List[Entry], [tuple(e) for e in state.entries]))
 
     async def stopped(self) -> None:
         """After the core closed: stop ticks, connections and the store."""
@@ -109,7 +109,7 @@ class Driver:
 
     # ------------------------------------------------------------ entries into raft
 
-    def _handle(self, ops: list) -> None:
+    def _handle(self, ops: List[Tuple[Any, ...]]) -> None:
         for op in ops:
             kind = op[0]
             if kind == SEND:
@@ -144,7 +144,7 @@ class Driver:
         if self.core.closed and not self._stopped:
             asyncio.ensure_future(self.stopped())
 
-    def _enter(self, call: Callable[[], list]) -> None:
+    def _enter(self, call: Callable[[], List[Tuple[Any, ...]]]) -> None:
         if self._stopped:
             return
         self._handle(call())
@@ -166,7 +166,7 @@ class Driver:
 
     # ------------------------------------------------------------ the store, in order
 
-    def _queue(self, op: tuple) -> None:
+    def _queue(self, op: Tuple[Any, ...]) -> None:
         self._writes.append(op)
         self._wake.set()
 
@@ -185,7 +185,7 @@ class Driver:
                          exc, exc_info=exc)
             self.on_fatal(exc)
 
-    async def _write(self, op: tuple) -> None:
+    async def _write(self, op: Tuple[Any, ...]) -> None:
         kind = op[0]
         if kind == APPEND:
             _, rid, first_index, entries = op

@@ -16,10 +16,13 @@ import asyncio
 import logging
 import ssl
 import struct
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 from .. import _core
 from ..config import parse_address
+
+if TYPE_CHECKING:
+    from ..tls import TLS
 
 log = logging.getLogger("canonical_raft.transport")
 
@@ -89,7 +92,7 @@ class _Peer:
 
 class TcpTransport:
     def __init__(self, node_id: int, address: str, on_frame: OnFrame, *,
-                 bind_address: Optional[str] = None, tls=None,
+                 bind_address: Optional[str] = None, tls: Optional[TLS] = None,
                  retry_delay: float = 1.0, max_message: int = 1 << 31) -> None:
         self.node_id = node_id
         self.address = address
@@ -101,7 +104,7 @@ class TcpTransport:
         self.client_ssl = tls.client_context() if tls is not None else None
         self._server: Optional[asyncio.base_events.Server] = None
         self._peers: Dict[int, _Peer] = {}
-        self._inbound: set = set()
+        self._inbound: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         host, port = parse_address(self.bind_address)

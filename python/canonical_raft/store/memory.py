@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from .base import Entry, Persisted, Snapshot
 
@@ -49,7 +49,7 @@ class MemoryStore:
 
     # ------------------------------------------------------------ protocol
 
-    async def _write(self, method: str, apply) -> None:
+    async def _write(self, method: str, apply: Callable[[Persisted], None]) -> None:
         faults = self._faults.get(method)
         if faults:
             raise faults.pop(0)
