@@ -198,11 +198,12 @@ def print_table(results: dict, file=sys.stdout) -> None:
         print_large_state(results["large_state"], file)
     if results["rss"]:
         print("\nRSS of each node process (MiB, now / peak):", file=file)
+        rw = max([60] + [len(r["what"]) + 2 for r in results["rss"]])
         for r in results["rss"]:
             nodes = "  ".join(f"n{i} {_f(v['rss_kib'] and v['rss_kib'] / 1024, '.0f')}/"
                               f"{_f(v['hwm_kib'] and v['hwm_kib'] / 1024, '.0f')}"
                               for i, v in sorted(r["nodes"].items(), key=lambda kv: int(kv[0])))
-            print(f"  {r['what']:<60}{nodes}", file=file)
+            print(f"  {r['what']:<{rw}}{nodes}", file=file)
     if results.get("aio"):
         print("\nasyncio vs threads (canonical-raft, 3 nodes, 64 B; `await node.apply()` in N "
               "tasks vs N in flight from a thread):", file=file)
