@@ -232,3 +232,33 @@ def test_serve_store_mdb_without_the_module_is_a_clear_error(tmp_path):
     proc = _serve(tmp_path, "--engine", "asyncio", "--store", "mdb")
     assert proc.returncode == 1, proc.stderr
     assert "--store mdb needs canonical_raft.store.mdb" in proc.stderr, proc.stderr
+
+
+def test_serve_a_tls_cluster_of_processes_commits(tmp_path):
+    """--tls-cert/--tls-key/--tls-ca: three asyncio-engine processes with
+    mutual TLS commit through the client and agree."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    files = {}
+    for i in (1, 2, 3):
+        cert = ca.issue_cert("127.0.0.1")
+        paths = tuple(tmp_path / f"n{i}.{ext}" for ext in ("pem", "key", "ca.pem"))
+        for k, blob in enumerate(cert.cert_chain_pems):
+            blob.write_to_path(str(paths[0]), append=k > 0)
+        cert.private_key_pem.write_to_path(str(paths[1]))
+        ca.cert_pem.write_to_path(str(paths[2]))
+        files[i] = paths
+    cluster = LocalCluster(tmp_path / "tls", 3, server_args=SERVER_ARGS, engines="asyncio",
+                           tls=files)
+    try:
+        cluster.start_all(timeout=WAIT)
+        cluster.wait_leader(WAIT)
+        with cluster.client(timeout=WAIT) as client:
+            for n in range(50):
+                client.set(f"k{n}", n)
+        state = cluster.wait_converged(cluster.ids, WAIT)
+        assert all(state["data"][f"k{n}"] == n for n in range(50))
+        assert "--tls-ca" in cluster.command(1)
+    finally:
+        codes = cluster.close()
+    assert all(code == 0 for code in codes.values()), codes

@@ -173,6 +173,7 @@ class StoreUnavailable(RuntimeError):
 
 def make_store(kind: str, data_dir: str) -> Any:
     """The asyncio engine's store for ``--store kind``."""
+    os.makedirs(data_dir, exist_ok=True)
     if kind == "mdb":
         try:
             from .store.mdb import MDBStore  # lazily: LMDB is an optional dependency
@@ -190,7 +191,6 @@ def make_store(kind: str, data_dir: str) -> Any:
             f"restart; to bring this member back, give it a new data dir (and id) and add it "
             f"to the cluster.")
     from .store.memory import MemoryStore
-    os.makedirs(data_dir, exist_ok=True)
     with open(marker, "w") as fh:
         fh.write(f"pid {os.getpid()}\n")
     return MemoryStore()
