@@ -47,3 +47,43 @@ def test_bench_smoke(tmp_path):
     assert results["snapshots"] and results["snapshots"][0]["snapshots_restored"] >= 1
     assert all(r["nodes"] for r in results["rss"])
     assert not list((tmp_path / "data").iterdir()), "the benchmark left data behind"
+
+
+def test_bench_asyncio_engine_rows(tmp_path):
+    """The asyncio engine's rows (--quick and --full only, so not in the smoke
+    run above): 3 asyncio-engine worker processes per event loop, the load
+    and the lag probe on the leader's loop, counts verified, the section and
+    the issue 9 targets printed."""
+    import dataclasses
+    import io
+
+    from canonical_raft import bench
+    from canonical_raft.bench import _report
+
+    plan = dataclasses.replace(bench.PLANS["smoke"], seconds=1.0, latency_seconds=0.5)
+    loops = ["asyncio"] + (["uvloop"] if _have("uvloop") else [])
+    results = {"mode": "test", "runs": [], "latency": [], "rss": [], "limits": {},
+               "snapshots": [], "errors": [], "machine": {"summary": "-", "filesystem": "-",
+                                                          "loadavg_start": "-",
+                                                          "loadavg_end": "-"}}
+    for loop in loops:
+        bench._asyncio_engine(plan, loop, str(tmp_path), results, lambda msg: None)
+    rows = _report.asyncio_engine(results)
+    assert [r["loop"] for r in rows] == loops
+    for run in results["runs"]:
+        assert run["acked"] > 0 and run["failed"] == 0, run
+        assert set(run["verified"]["fsm_counts"].values()) == {run["verified"]["acked"]}
+        assert run["lag_samples"] > 0 and run["lag_p99_ms"] is not None
+        assert run["lag_sleep_ms"] == 1.0
+    out = io.StringIO()
+    _report.print_table(results, file=out)
+    assert "asyncio engine (issue 9" in out.getvalue()
+    assert "loop lag p99 (1 ms sleep) < 5 ms" in out.getvalue()
+
+
+def _have(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True

@@ -1,10 +1,17 @@
 """The Jepsen-style harness (canonical_raft.jepsen): its own self-tests, then
 seeded fault schedules and crash points against real node processes.
 
-Default (CI) form, about 3 minutes on 2 shared cores:
+Default (CI) form, about 4 minutes on 2 shared cores:
   * proxy and log-scanner self-tests (seconds);
   * 4 fault schedules x 20 s on 3 nodes (seeds 1-4), every fault class;
-  * 24 crash points (4 of each kind: single, all, leader, snapshot, install, close).
+  * 24 crash points (4 of each kind: single, all, leader, snapshot, install, close);
+  * the asyncio engine: 2 schedules x 20 s on 3 asyncio-engine nodes (seeds
+    101-102), the fault classes dealt over them the same way. On MemoryStore
+    (while canonical_raft.store.mdb is not importable) the classes that restart
+    a process (kill-leader, kill-random, restart-all) are left out: such a node
+    comes back with no log and no memory of its votes. Partitions, one-way
+    links, slow and refused links and SIGSTOP pauses all run. On MDBStore
+    every class runs. JEPSEN_CI_AIO_SEEDS / _AIO_TIME override the counts.
 Large form (``-m slow``; the nightly job): 100 schedules x 90 s on 3 nodes,
 20 x 120 s on 5 nodes, 1,000 crash points. JEPSEN_CI_SEEDS / _TIME /
 _POINTS override the default form's counts (8 / 30 / 40 is the issue's CI
@@ -27,11 +34,26 @@ import pytest
 
 from canonical_raft.jepsen import (FAULTS, CrashConfig, LinkProxy, RunConfig,
                                    run_crash_points, run_schedule, scan_log)
+from canonical_raft.jepsen.nemesis import RESTART_FAULTS, restartable_faults
 from canonical_raft.local_cluster import free_port
 
 CI_SEEDS = int(os.environ.get("JEPSEN_CI_SEEDS", "4"))
 CI_TIME = float(os.environ.get("JEPSEN_CI_TIME", "20"))
 CI_POINTS = int(os.environ.get("JEPSEN_CI_POINTS", "24"))
+CI_AIO_SEEDS = int(os.environ.get("JEPSEN_CI_AIO_SEEDS", "2"))
+CI_AIO_TIME = float(os.environ.get("JEPSEN_CI_AIO_TIME", "20"))
+
+
+def _aio_store() -> str:
+    """mdb once canonical_raft.store.mdb imports (every fault class), else memory."""
+    try:
+        import canonical_raft.store.mdb  # noqa: F401
+    except ImportError:
+        return "memory"
+    return "mdb"
+
+
+AIO_STORE = _aio_store()
 
 
 def _artifacts() -> str:
@@ -209,13 +231,14 @@ def test_journal_checks_find_divergence_lost_and_misplaced_writes():
 # ------------------------------------------------------------------ fault schedules
 
 def _schedule(seed: int, seconds: float, nodes: int, artifacts: str,
-              faults: tuple[str, ...] = FAULTS) -> None:
+              faults: tuple[str, ...] = FAULTS, **engine: str):
     result = run_schedule(RunConfig(seed=seed, time=seconds, nodes=nodes, faults=faults,
-                                    artifacts=artifacts))
+                                    artifacts=artifacts, **engine))
     print(result.summary())
     assert result.ok, f"seed {seed} failed; artifacts in {result.artifacts}:\n" \
                       f"{result.summary()}"
     assert result.verdict == "ok"
+    return result
 
 
 @pytest.mark.timeout(600)
@@ -227,6 +250,30 @@ def test_fault_schedule(seed):
     equal, no crash or assertion, every restart works."""
     share = FAULTS[(seed - 1) % CI_SEEDS::CI_SEEDS]
     _schedule(seed, CI_TIME, 3, _artifacts(), share)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("seed", range(101, 101 + CI_AIO_SEEDS))
+def test_fault_schedule_asyncio_engine(seed):
+    """3 asyncio-engine nodes (on the server's own event loop) behind the
+    proxy; the classes this store allows dealt over the seeds as above."""
+    allowed, left_out = restartable_faults(FAULTS, AIO_STORE == "mdb")
+    share = allowed[(seed - 101) % CI_AIO_SEEDS::CI_AIO_SEEDS]
+    result = _schedule(seed, CI_AIO_TIME, 3, _artifacts(), share, engine="asyncio",
+                       store=AIO_STORE)
+    assert result.faults and set(result.faults) <= set(share), result.faults
+    assert not set(result.faults) & set(left_out)
+
+
+def test_memory_store_schedules_leave_out_what_restarts_a_process():
+    allowed, left_out = restartable_faults(FAULTS, durable=False)
+    assert set(left_out) == set(RESTART_FAULTS) == {"kill-leader", "kill-random",
+                                                    "restart-all"}
+    assert {"pause", "pause-leader", "isolate-leader", "split"} <= set(allowed)
+    assert restartable_faults(FAULTS, durable=True) == (FAULTS, {})
+    result = run_crash_points(CrashConfig(seed=1, points=1, engine="asyncio", store="memory",
+                                          artifacts=_artifacts()))
+    assert not result.ok and "durable store" in result.problems[0], result.problems
 
 
 def test_every_fault_class_is_in_the_mix():

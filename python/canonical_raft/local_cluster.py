@@ -10,6 +10,14 @@ demo, the process tests and the benchmarks.
 
 Every server runs with --exit-with-parent, so none outlives this process even
 if it is killed; ``close()`` (or leaving the ``with``) stops them all.
+
+Engines, per node (``serve --engine``): uv by default; ``engines={2: "asyncio"}``
+(or ``engines="asyncio"`` for all) runs node 2 on the asyncio engine with the
+store ``store`` ("memory" or "mdb"; also a per-node dict), and ``tls={id:
+(cert, key, ca)}`` gives asyncio nodes mutual TLS. ``durable(id)`` says
+whether a node's state survives its process (uv, or asyncio on "mdb"): only
+those may be restarted (``serve`` refuses to start a MemoryStore node twice on
+one data dir: it would come back with no log and no memory of its votes).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +61,36 @@ def free_port() -> int:
     raise RuntimeError("no free port found in 20000-32000")
 
 
+def _per_node(value: Any, ids: list[int], default: Any, what: str) -> dict[int, Any]:
+    if value is None:
+        return {i: default for i in ids}
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(ids)
+        if unknown:
+            raise ValueError(f"{what}: no node {sorted(unknown)} in {ids}")
+        return {i: value.get(i, default) for i in ids}
+    return {i: value for i in ids}
+
+
 class LocalCluster:
     """``size`` server processes; ids 1..size. ``server_args`` are passed to
-    every ``serve`` (e.g. ["--snapshot-threshold", "64"])."""
+    every ``serve`` (e.g. ["--snapshot-threshold", "64"]); ``engines``,
+    ``store`` and ``tls`` choose each node's engine (module docstring)."""
 
     def __init__(self, base_dir: str | os.PathLike, size: int = 3, *,
-                 server_args: Sequence[str] = (), python: str = sys.executable) -> None:
+                 server_args: Sequence[str] = (), python: str = sys.executable,
+                 engines: str | Mapping[int, str] | None = None,
+                 store: str | Mapping[int, str] = "memory",
+                 tls: Mapping[int, tuple[Any, Any, Any]] | None = None) -> None:
         self.base = Path(base_dir)
         self.base.mkdir(parents=True, exist_ok=True)
         self.ids = list(range(1, size + 1))
+        self.engines: dict[int, str] = _per_node(engines, self.ids, "uv", "engines")
+        self.stores: dict[int, str | None] = {
+            i: s if self.engines[i] == "asyncio" else None
+            for i, s in _per_node(store, self.ids, "memory", "store").items()}
+        self.tls: dict[int, tuple[Any, Any, Any] | None] = _per_node(tls or {}, self.ids, None,
+                                                                     "tls")
         self.raft_ports = {i: free_port() for i in self.ids}
         self.client_ports = {i: free_port() for i in self.ids}
         self.server_args = list(server_args)
@@ -81,6 +110,20 @@ class LocalCluster:
     def address(self, node_id: int) -> str:
         return f"127.0.0.1:{self.raft_ports[node_id]}"
 
+    def durable(self, node_id: int) -> bool:
+        """Whether the node's Raft state outlives its process (it may restart)."""
+        return self.engines[node_id] == "uv" or self.stores[node_id] == "mdb"
+
+    def engine_args(self, node_id: int) -> list[str]:
+        if self.engines[node_id] == "uv":
+            return []
+        args = ["--engine", self.engines[node_id], "--store", str(self.stores[node_id])]
+        tls = self.tls[node_id]
+        if tls is not None:
+            cert, key, ca = (os.fspath(p) for p in tls)
+            args += ["--tls-cert", cert, "--tls-key", key, "--tls-ca", ca]
+        return args
+
     def command(self, node_id: int) -> list[str]:
         def joined(m: dict[int, Any]) -> str:
             return ",".join(f"{i}={v}" for i, v in sorted(m.items()))
@@ -89,7 +132,7 @@ class LocalCluster:
                 "--cluster", joined({i: self.address(i) for i in self.ids}),
                 "--client-port", str(self.client_ports[node_id]),
                 "--client-ports", joined(self.client_ports), "--exit-with-parent",
-                *self.server_args]
+                *self.engine_args(node_id), *self.server_args]
 
     # ---------------------------------------------------------- processes
 

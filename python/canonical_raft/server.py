@@ -30,6 +30,21 @@ with the same client and seq. An optional "rid" in a request is echoed back.
 
 Prints "READY <id>" on stdout once the node and the client port are up, and
 closes the node cleanly on SIGTERM or SIGINT (exit status 0).
+
+Engines (``--engine``): ``uv`` (the default) keeps the log in --data-dir and
+runs Raft on the core's libuv thread. ``asyncio`` runs Raft's I/O as
+coroutines on this process's event loop, the one that serves the clients
+(``--loop uvloop`` for uvloop), and keeps its state in a store (``--store``,
+required): ``memory`` (MemoryStore: everything dies with the process, so such
+a node is never started twice on one data dir: see ``VOLATILE_MARKER``) or
+``mdb`` (MDBStore on LMDB, in <data-dir>/mdb; durable). ``--tls-cert``,
+``--tls-key`` and ``--tls-ca`` (asyncio engine only) require mutual TLS on
+every raft connection. Both engines speak libraft's wire protocol, so one
+cluster may mix them.
+
+``{"op": "transfer", "to": id}`` (leader only) hands leadership to voter
+``id`` (null: the most up-to-date one) and answers the leader id after it.
+"status" names the node's engine and store.
 """
 
 from __future__ import annotations
@@ -58,6 +73,14 @@ log = logging.getLogger("canonical_raft.server")
 
 WRITE_OPS = ("set", "delete", "cas", "incr")
 MAX_LINE = 16 * 1024 * 1024
+ENGINES = ("uv", "asyncio")
+STORES = ("memory", "mdb")
+LOOPS = ("asyncio", "uvloop")
+#: Left in --data-dir by a node that ran on a MemoryStore. Its Raft state (log,
+#: term, vote) died with the process: started again on an empty store, the
+#: node could vote twice in one term, or count towards a majority for entries
+#: it no longer has. So a second start on that data dir is refused.
+VOLATILE_MARKER = "memory-store-was-here"
 
 
 # ------------------------------------------------------------------ arguments
@@ -110,7 +133,74 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop when the parent process dies (for supervised clusters)")
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    g = p.add_argument_group("engine (see the module docstring)")
+    g.add_argument("--engine", choices=ENGINES, default="uv",
+                   help="uv: libraft's own disk log and TCP transport (default); asyncio: "
+                        "Raft's I/O on this process's event loop, state in --store")
+    g.add_argument("--store", choices=STORES, default=None,
+                   help="asyncio engine, required: memory (lost when the process ends; such "
+                        "a node cannot be restarted) or mdb (LMDB in <data-dir>/mdb)")
+    g.add_argument("--loop", choices=LOOPS, default="asyncio",
+                   help="the event loop that serves clients (and runs the asyncio engine)")
+    g.add_argument("--tls-cert", help="asyncio engine: this node's certificate chain (PEM)")
+    g.add_argument("--tls-key", help="asyncio engine: this node's private key (PEM)")
+    g.add_argument("--tls-ca", help="asyncio engine: the CA every member's certificate "
+                                    "must be signed by (PEM)")
     _slowfsm.add_arguments(p)
+
+
+def check_engine_arguments(args: argparse.Namespace) -> str | None:
+    """What is wrong with the engine options, or None."""
+    tls = [args.tls_cert, args.tls_key, args.tls_ca]
+    if any(tls) and not all(tls):
+        return "--tls-cert, --tls-key and --tls-ca go together"
+    if args.engine == "uv":
+        if args.store is not None:
+            return "--store needs --engine asyncio (the uv engine keeps its log in --data-dir)"
+        if any(tls):
+            return ("TLS needs --engine asyncio: libraft's own TCP transport (the uv engine) "
+                    "has no TLS")
+    elif args.store is None:
+        return ("--engine asyncio needs --store: memory (state lost when the process ends) "
+                "or mdb (durable, in <data-dir>/mdb)")
+    return None
+
+
+class StoreUnavailable(RuntimeError):
+    """The store asked for cannot be made (its module is missing, or the data
+    dir already served a node whose MemoryStore is gone)."""
+
+
+def make_store(kind: str, data_dir: str) -> Any:
+    """The asyncio engine's store for ``--store kind``."""
+    os.makedirs(data_dir, exist_ok=True)
+    if kind == "mdb":
+        try:
+            from .store.mdb import MDBStore  # lazily: LMDB is an optional dependency
+        except ImportError as exc:
+            raise StoreUnavailable(f"--store mdb needs canonical_raft.store.mdb (MDBStore, on "
+                                   f"LMDB), which this installation cannot import: {exc}") \
+                from None
+        return MDBStore(os.path.join(data_dir, "mdb"))
+    marker = os.path.join(data_dir, VOLATILE_MARKER)
+    if os.path.exists(marker):
+        raise StoreUnavailable(
+            f"{data_dir} was the data dir of a node on --store memory, whose Raft state (log, "
+            f"term, vote) ended with its process; starting it again on an empty store could "
+            f"vote twice in a term or lose committed entries. Use --store mdb for nodes that "
+            f"restart; to bring this member back, give it a new data dir (and id) and add it "
+            f"to the cluster.")
+    from .store.memory import MemoryStore
+    with open(marker, "w") as fh:
+        fh.write(f"pid {os.getpid()}\n")
+    return MemoryStore()
+
+
+def tls_of(args: argparse.Namespace) -> Any:
+    if not args.tls_cert:
+        return None
+    from .tls import TLS
+    return TLS(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
 
 
 # ------------------------------------------------------------------ requests
@@ -311,8 +401,10 @@ class Handler:
     """Answers client requests against one node and its KVStore."""
 
     def __init__(self, node: Node, store: kv.KVStore, client_ports: dict[int, int],
-                 apply_timeout: float, extra_ops: dict[str, Any] | None = None) -> None:
+                 apply_timeout: float, extra_ops: dict[str, Any] | None = None,
+                 store_kind: str | None = None) -> None:
         self.node = node
+        self.store_kind = store_kind  # the asyncio engine's --store
         self.store = store
         self.client_ports = client_ports
         self.apply_timeout = apply_timeout
@@ -344,6 +436,8 @@ class Handler:
                 return self.journal(req)
             if op == "status":
                 return self.status()
+            if op == "transfer":
+                return await self.transfer(req)
             if op == "dump":
                 return {"ok": True, "id": self.node.id, "last_applied": self.node.last_applied,
                         "data": self.store.dump()}
@@ -408,6 +502,15 @@ class Handler:
         index = self.node.last_applied
         return {**self.read(req), "index": index}
 
+    async def transfer(self, req: dict) -> dict:
+        to = req.get("to")
+        if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
+            raise TypeError("to must be a server id or null")
+        if not self.node.is_leader:
+            return self.not_leader()
+        leader_id = await self._wait(self.node.transfer(to))
+        return {"ok": True, "leader_id": leader_id}
+
     def journal(self, req: dict) -> dict:
         journal = getattr(self.node, "_journal", None)
         if journal is None:
@@ -429,7 +532,8 @@ class Handler:
                 "last_applied": node.last_applied, "commit_index": node.commit_index,
                 "last_index": node.last_index, "keys": len(self.store), "pid": os.getpid(),
                 "snapshots_taken": stats["snapshots_taken"],
-                "snapshots_restored": stats["snapshots_restored"]}
+                "snapshots_restored": stats["snapshots_restored"],
+                "engine": node.engine, "store": self.store_kind}
 
 
 # ------------------------------------------------------------------ the process
@@ -484,11 +588,9 @@ class Server:
         log.warning("parent process %d is gone: stopping", parent)
         stop.set()
 
-    async def run(self, ready: str) -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def run(self, ready: str, stop: asyncio.Event | None = None) -> None:
+        if stop is None:
+            stop = stop_on_signals()
         server = await asyncio.start_server(self.connection, "127.0.0.1", self.port,
                                             limit=MAX_LINE)
         watcher = asyncio.create_task(self._watch_parent(stop)) if self.exit_with_parent \
@@ -513,6 +615,15 @@ class Server:
                 pass
 
 
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (on the running loop)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 def _log_event(event: LeadershipEvent) -> None:
     who = event.leader.id if event.leader else None
     log.info("state %s, term %d, leader %s", event.state.name, event.term, who)
@@ -521,6 +632,17 @@ def _log_event(event: LeadershipEvent) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format=f"%(asctime)s node {args.id} %(name)s %(levelname)s %(message)s")
+    problem = check_engine_arguments(args)
+    if problem:
+        print(f"error: node {args.id}: {problem}", file=sys.stderr)
+        return 2
+    if args.loop == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            print(f"error: node {args.id}: --loop uvloop needs uvloop (pip install uvloop)",
+                  file=sys.stderr)
+            return 2
     # Until the event loop takes the signals over, SIGTERM interrupts like
     # Ctrl-C: a server stopped while starting still closes its node, exit 0.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -532,6 +654,11 @@ def run(args: argparse.Namespace) -> int:
     journal = Journal(args.journal_size)
     store = JournalStore(journal)
     rig = _slowfsm.Rig.from_args(args, store)  # the store, or a SlowFSM around it
+    if args.engine == "asyncio":
+        try:
+            return _run_loop(args.loop, _serve_asyncio(args, config, journal, store, rig))
+        except KeyboardInterrupt:  # before the loop took the signals over
+            return 0
     node: Node | None = None
     try:
         try:
@@ -543,8 +670,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: node {args.id} could not start: {exc}", file=sys.stderr)
             return 1
         handler = Handler(node, store, args.client_ports, args.apply_timeout, rig.start(node))
-        asyncio.run(Server(handler, args.client_port, args.exit_with_parent)
-                    .run(f"READY {args.id}"))
+        _run_loop(args.loop, Server(handler, args.client_port, args.exit_with_parent)
+                  .run(f"READY {args.id}"))
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # the client port is taken
@@ -555,6 +682,53 @@ def run(args: argparse.Namespace) -> int:
         rig.close()
         if node is not None:
             node.close()
+    log.info("closed")
+    return 0
+
+
+def _run_loop(kind: str, main: Any) -> Any:
+    if kind == "uvloop":
+        import uvloop
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+async def _serve_asyncio(args: argparse.Namespace, config: Config, journal: Journal,
+                         store: JournalStore, rig: _slowfsm.Rig) -> int:
+    """The asyncio engine: the node runs on this loop, beside the client server."""
+    stop = stop_on_signals()
+    try:
+        raft_store = await asyncio.to_thread(make_store, args.store, args.data_dir)
+    except (StoreUnavailable, OSError) as exc:
+        print(f"error: node {args.id} could not start: {exc}", file=sys.stderr)
+        return 1
+    node = JournalNode(args.id, args.address, rig.fsm, args.data_dir, cluster=args.cluster,
+                       config=config, journal=journal, engine="asyncio", store=raft_store,
+                       tls=tls_of(args))
+    node.on_leadership_change(_log_event)
+    try:
+        await node.astart()
+    except (RaftError, ValueError, TypeError) as exc:
+        if args.store == "memory":  # raft never ran: nothing to forget
+            try:
+                os.remove(os.path.join(args.data_dir, VOLATILE_MARKER))
+            except OSError:
+                pass
+        print(f"error: node {args.id} could not start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if not stop.is_set():
+            handler = Handler(node, store, args.client_ports, args.apply_timeout,
+                              rig.start(node), store_kind=args.store)
+            await Server(handler, args.client_port, args.exit_with_parent).run(
+                f"READY {args.id}", stop)
+    except OSError as exc:  # the client port is taken
+        print(f"error: node {args.id}: client port {args.client_port}: {exc}",
+              file=sys.stderr)
+        return 1
+    finally:
+        await asyncio.to_thread(rig.close)
+        await node.aclose()
     log.info("closed")
     return 0
 

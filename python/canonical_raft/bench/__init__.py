@@ -2,7 +2,9 @@
 
 ``python -m canonical_raft bench [--smoke | --quick | --full] [--json FILE] [--plot PNG]``
 
-In one run on one machine: canonical-raft (uv engine, 64 B and 1 KiB commands),
+In one run on one machine: canonical-raft (uv engine, 64 B and 1 KiB commands;
+in --quick and --full also the asyncio engine with a MemoryStore, on the
+standard event loop and on uvloop, with the loop's lag under load),
 PySyncObj (its default batching mode and its no-batching mode; it keeps its log
 in memory and never fsyncs), and the C ceiling (benchmarks/ceiling/ceiling.c,
 the same bundled libraft driven directly: one command per entry and 64 packed in
@@ -35,6 +37,9 @@ __all__ = ["main"]
 MiB = 1024 * 1024
 PSO_DURABILITY = "none: log in memory, no fsync"
 OUR_DURABILITY = "fsync (O_DSYNC) per entry"
+AIO_DURABILITY = "none: MemoryStore, no fsync"
+#: The asyncio engine's rows (issue 9): event loop -> variant.
+AIO_VARIANTS = {"asyncio": "asyncio, MemoryStore", "uvloop": "asyncio+uvloop, MemoryStore"}
 #: FSM.snapshot()'s cost in the large-state scenario (issue 8's 47 MB FSM: 0.8-2.2 s).
 LARGE_STATE_SNAPSHOT_DELAY = 1.0
 
@@ -55,16 +60,18 @@ class Plan:
     limits_seconds: float = 1.0
     large_states: tuple = ()      # FSM sizes of the large-state scenario (_large_state.py)
     large_state_seconds: float = 10.0
+    asyncio_engine: bool = False  # the asyncio engine's rows (standard loop and uvloop)
 
 
 PLANS = {
     "smoke": Plan("smoke", 1.0, 1.0, 1.0, limits_seconds=0.5),
     "quick": Plan("quick", 3.0, 2.0, 1.5, scale=(1, 10, 100, 10000), five_nodes=True,
-                  snapshots=(1 * MiB, 8 * MiB), large_states=(50 * MiB,)),
+                  snapshots=(1 * MiB, 8 * MiB), large_states=(50 * MiB,),
+                  asyncio_engine=True),
     "full": Plan("full", 10.0, 10.0, 5.0, scale=(1, 10, 100, 10000), scale_pysyncobj=True,
                  pso_sizes=(64, 1024), five_nodes=True, five_nodes_ceiling=True,
                  snapshots=(1 * MiB, 64 * MiB), limits_seconds=3.0,
-                 large_states=(0, 50 * MiB), large_state_seconds=20.0),
+                 large_states=(0, 50 * MiB), large_state_seconds=20.0, asyncio_engine=True),
 }
 
 
@@ -139,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", metavar="DIR",
                    help="where the data dirs go (default: a temp dir); its filesystem is measured")
     p.add_argument("--no-pysyncobj", action="store_true", help="leave PySyncObj out")
+    p.add_argument("--no-asyncio-engine", action="store_true",
+                   help="leave the asyncio engine's rows out (--quick and --full)")
     return p
 
 
@@ -159,14 +168,20 @@ def main(argv: list[str] | None = None) -> int:
             print("PySyncObj is not installed (pip install pysyncobj); it is left out of this "
                   "run (--no-pysyncobj to silence this)", file=sys.stderr)
             pso = False
+    if args.no_asyncio_engine:
+        plan.asyncio_engine = False
+    loops = _aio_loops() if plan.asyncio_engine else []
     if args.dir:
         os.makedirs(args.dir, exist_ok=True)
     root = tempfile.mkdtemp(prefix="craft-bench-", dir=args.dir)
     results = {"mode": plan.name, "plan": dataclasses.asdict(plan), "machine": machine_info(root),
                "limits": {}, "runs": [], "latency": [], "snapshots": [], "large_state": [],
-               "rss": [], "errors": []}
+               "rss": [], "errors": [], "notes": []}
+    if plan.asyncio_engine and "uvloop" not in loops:
+        results["notes"].append("uvloop is not installed (pip install uvloop): the asyncio "
+                                "engine ran on the standard loop only")
     try:
-        _run(plan, pso, root, results)
+        _run(plan, pso, loops, root, results)
     except KeyboardInterrupt:
         results["errors"].append("interrupted")
     finally:
@@ -174,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["loadavg_end"] = _loadavg()
     results["rows"] = _report.rows(results)
     results["targets"] = _report.targets(results)
+    results["asyncio_engine"] = _report.asyncio_engine(results)
     if args.json == "-":
         _report.print_table(results, file=sys.stderr)
         json.dump(results, sys.stdout, indent=2, default=str)
@@ -189,23 +205,36 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if results["errors"] else 0
 
 
-def _count_steps(plan: Plan, pso: bool, ceiling: bool) -> int:
+def _aio_loops() -> list[str]:
+    loops = ["asyncio"]
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        print("uvloop is not installed (pip install uvloop): the asyncio engine runs on the "
+              "standard loop only", file=sys.stderr)
+    else:
+        loops.append("uvloop")
+    return loops
+
+
+def _count_steps(plan: Plan, pso: bool, ceiling: bool, loops: list[str]) -> int:
     n = 1  # limits
     if ceiling:
         n += 2 + (1 if plan.five_nodes_ceiling else 0)
     n += 1 + len(plan.scale) + 2 * len(plan.sizes) + 6  # canonical-raft 3 nodes (+ issue 11)
     n += 3 if plan.five_nodes else 0
+    n += 3 * len(loops)
     if pso:
         n += 2 * (1 + 2 * len(plan.pso_sizes) + (len(plan.scale) if plan.scale_pysyncobj else 0))
     return n + len(plan.snapshots) + len(plan.large_states)
 
 
-def _run(plan: Plan, pso: bool, root: str, results: dict) -> None:
+def _run(plan: Plan, pso: bool, loops: list[str], root: str, results: dict) -> None:
     binary = ceiling_binary()
     if binary is None:
         results["errors"].append("the C ceiling (canonical_raft/bin/craft_ceiling) is not "
                                   "installed: build the package with `pip install .`")
-    progress = Progress(_count_steps(plan, pso, binary is not None))
+    progress = Progress(_count_steps(plan, pso, binary is not None, loops))
 
     def attempt(what: str, fn) -> None:
         try:
@@ -232,6 +261,9 @@ def _run(plan: Plan, pso: bool, root: str, results: dict) -> None:
         attempt(f"canonical-raft, {nodes} nodes",
                 lambda n=nodes: _nodes(plan, "canonical-raft", "uv engine", {}, n, root, results,
                                        progress, OUR_DURABILITY))
+    for loop in loops:
+        attempt(f"canonical-raft ({AIO_VARIANTS[loop]})",
+                lambda lp=loop: _asyncio_engine(plan, lp, root, results, progress))
     if pso:
         for variant, batching in (("batching", True), ("no batching", False)):
             attempt(f"pysyncobj {variant}",
@@ -298,6 +330,30 @@ def _nodes(plan, system, variant, extra, nodes, root, results, progress, durabil
             c.verify()
             results["latency"].append({"system": system, "variant": variant, "nodes": nodes,
                                        "size": size, **lat})
+
+
+def _asyncio_engine(plan, loop, root, results, progress) -> None:
+    """3 asyncio-engine nodes (MemoryStore), each on its process's own event
+    loop; the load, 1000 tasks awaiting apply() on the leader's loop, and the
+    lag of that loop (how late a 1 ms sleep wakes up) meanwhile."""
+    variant = AIO_VARIANTS[loop]
+    name = f"canonical-raft ({variant})"
+    progress(f"{name}, 3 nodes: starting")
+    with NodeCluster("canonical-raft", 3, root, name=f"aio-{loop}-{len(results['runs'])}",
+                     extra={"engine": "asyncio", "loop": loop}) as c:
+        progress(f"{name}: 1000 tasks awaiting apply(), 64 B, {plan.seconds:g} s, "
+                 f"loop lag probed")
+        r = c.throughput(plan.seconds, 1000, 64)
+        r.pop("errors", None)
+        results["runs"].append({"system": "canonical-raft", "variant": variant, "nodes": 3,
+                                "size": 64, "durability": AIO_DURABILITY, "loop": loop, **r})
+        results["rss"].append({"what": f"{name}, 3 nodes, after 1000 in flight",
+                               "nodes": c.rss()})
+        progress(f"{name}: one await apply() at a time, 64 B, {plan.latency_seconds:g} s")
+        lat = c.latency(plan.latency_seconds, 64)
+        c.verify()
+        results["latency"].append({"system": "canonical-raft", "variant": variant, "nodes": 3,
+                                   "size": 64, **lat})
 
 
 def _issue11_rows(plan, c, results, progress, name, durability) -> None:

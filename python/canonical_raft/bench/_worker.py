@@ -1,7 +1,11 @@
 """One benchmark node process: ``python -m canonical_raft.bench._worker SPEC``.
 
 SPEC is a JSON object: ``{"system": "canonical-raft" | "pysyncobj", "id": 1,
-"cluster": {"1": "127.0.0.1:port", ...}, "data_dir": ..., ...}``. The driver
+"cluster": {"1": "127.0.0.1:port", ...}, "data_dir": ..., ...}``; for
+canonical-raft, ``"engine": "asyncio"`` (with ``"loop": "asyncio" | "uvloop"``)
+runs the node on the asyncio engine with a MemoryStore, on an event loop that
+the process runs in a thread, as an asyncio application would: the load is
+then asyncio tasks on that same loop (AioCraftNode). The driver
 sends one JSON command per line on stdin and reads one JSON reply per line; the
 original stdout carries only replies (anything else printed goes to stderr).
 
@@ -80,50 +84,56 @@ def windowed_load(submit, seconds: float, inflight: int, many=None) -> dict:
             "applies_per_s": counts[0] / elapsed, "errors": errors}
 
 
-def aio_load(apply, seconds: float, tasks: int) -> dict:
+def aio_load(apply, seconds: float, tasks: int, probe_sleep: float = 0.005) -> dict:
+    """aio_load_async on a new event loop (asyncio.run)."""
+    import asyncio
+    return asyncio.run(aio_load_async(apply, seconds, tasks, probe_sleep))
+
+
+async def aio_load_async(apply, seconds: float, tasks: int,
+                         probe_sleep: float = 0.005) -> dict:
     """``tasks`` asyncio tasks, each awaiting ``apply()`` in a loop, for
-    ``seconds``; a probe task measures the event loop's lag (how late a 5 ms
-    sleep wakes up) in the steady state: from 0.5 s after the tasks started
-    (starting 10,000 tasks at once is one long turn of the loop) to the stop."""
+    ``seconds``; a probe task measures the event loop's lag (how late a
+    ``probe_sleep`` sleep wakes up) in the steady state: from 0.5 s after the
+    tasks started (starting 10,000 tasks at once is one long turn of the
+    loop) to the stop."""
     import asyncio
 
-    async def main() -> dict:
-        counts = [0, 0]
-        errors: list[str] = []
-        lags: list[float] = []
-        stop = [False]
+    counts = [0, 0]
+    errors: list[str] = []
+    lags: list[float] = []
+    stop = [False]
 
-        async def worker() -> None:
-            while not stop[0]:
-                try:
-                    await apply()
-                    counts[0] += 1
-                except Exception as exc:
-                    counts[1] += 1
-                    if len(errors) < 3:
-                        errors.append(repr(exc))
+    async def worker() -> None:
+        while not stop[0]:
+            try:
+                await apply()
+                counts[0] += 1
+            except Exception as exc:
+                counts[1] += 1
+                if len(errors) < 3:
+                    errors.append(repr(exc))
 
-        async def probe() -> None:
-            await asyncio.sleep(min(0.5, seconds / 4))
-            while not stop[0]:
-                t0 = time.perf_counter()
-                await asyncio.sleep(0.005)
-                lags.append(time.perf_counter() - t0 - 0.005)
+    async def probe() -> None:
+        await asyncio.sleep(min(0.5, seconds / 4))
+        while not stop[0]:
+            t0 = time.perf_counter()
+            await asyncio.sleep(probe_sleep)
+            lags.append(time.perf_counter() - t0 - probe_sleep)
 
-        start = time.perf_counter()
-        workers = [asyncio.create_task(worker()) for _ in range(tasks)]
-        prober = asyncio.create_task(probe())
-        await asyncio.sleep(seconds)
-        stop[0] = True
-        await asyncio.gather(*workers, prober)
-        elapsed = time.perf_counter() - start
-        lat = percentiles(lags)
-        return {"tasks": tasks, "acked": counts[0], "failed": counts[1], "seconds": elapsed,
-                "applies_per_s": counts[0] / elapsed, "errors": errors,
-                "lag_p50_ms": lat["p50_ms"], "lag_p99_ms": lat["p99_ms"],
-                "lag_max_ms": max(lags) * 1000 if lags else None}
-
-    return asyncio.run(main())
+    start = time.perf_counter()
+    workers = [asyncio.create_task(worker()) for _ in range(tasks)]
+    prober = asyncio.create_task(probe())
+    await asyncio.sleep(seconds)
+    stop[0] = True
+    await asyncio.gather(*workers, prober)
+    elapsed = time.perf_counter() - start
+    lat = percentiles(lags)
+    return {"tasks": tasks, "inflight": tasks, "acked": counts[0], "failed": counts[1],
+            "seconds": elapsed, "applies_per_s": counts[0] / elapsed, "errors": errors,
+            "lag_sleep_ms": probe_sleep * 1000, "lag_samples": len(lags),
+            "lag_p50_ms": lat["p50_ms"], "lag_p99_ms": lat["p99_ms"],
+            "lag_max_ms": max(lags) * 1000 if lags else None}
 
 
 def one_at_a_time(call, seconds: float) -> dict:
@@ -175,8 +185,10 @@ class CraftNode:
         self.fsm = BenchFSM()
         cluster = {int(k): v for k, v in spec["cluster"].items()}
         config = raft.Config(**spec.get("config", {}))
+        engine = {} if spec.get("engine", "uv") == "uv" else {
+            "engine": spec["engine"], "store": raft.MemoryStore()}
         self.node = raft.Node(spec["id"], cluster[spec["id"]], self.fsm, spec["data_dir"],
-                              cluster=cluster, config=config)
+                              cluster=cluster, config=config, **engine)
         self.started_at: float | None = None
 
     def cmd_start(self) -> dict:
@@ -299,6 +311,74 @@ class CraftNode:
         return {}
 
 
+class AioCraftNode(CraftNode):
+    """canonical-raft on the asyncio engine, on the process's own event loop
+    (the standard loop or uvloop, in a thread), the way an asyncio
+    application runs it: ``await node.astart()``, load as tasks awaiting
+    ``node.apply()`` on that loop, whose lag is measured meanwhile."""
+
+    #: The lag probe: how late a sleep of this length wakes up (issue 9: 1 ms).
+    PROBE_SLEEP = 0.001
+
+    def __init__(self, spec: dict) -> None:
+        import asyncio
+        super().__init__(spec)
+        if spec.get("loop") == "uvloop":
+            import uvloop
+            self.loop = uvloop.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="app-loop",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, coro, timeout: float | None = None):
+        import asyncio
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def cmd_start(self) -> dict:
+        self.started_at = time.perf_counter()
+        self._run(self.node.astart())
+        return {}
+
+    def cmd_leader(self, timeout: float = 30) -> dict:
+        async def leader() -> int:
+            return (await self.node.wait_leader(timeout)).id
+        return {"leader": self._run(leader())}
+
+    def cmd_throughput(self, seconds: float, inflight: int, size: int) -> dict:
+        """``inflight`` tasks awaiting apply() on the node's loop."""
+        payload = b"x" * size
+        node = self.node
+        return self._run(aio_load_async(lambda: node.apply(payload), seconds, inflight,
+                                        self.PROBE_SLEEP))
+
+    def cmd_aio(self, seconds: float, tasks: int, size: int) -> dict:
+        return self.cmd_throughput(seconds, tasks, size)
+
+    def cmd_latency(self, seconds: float, size: int) -> dict:
+        payload = b"y" * size
+        node = self.node
+
+        async def one_by_one() -> dict:
+            samples = []
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                await node.apply(payload)
+                samples.append(time.perf_counter() - t0)
+            return percentiles(samples)
+        return self._run(one_by_one())
+
+    def cmd_stop(self) -> dict:
+        try:
+            self._run(self.node.aclose(), 60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+        return {}
+
+
 # ------------------------------------------------------------------ PySyncObj
 
 class PsoNode:
@@ -366,7 +446,12 @@ def main() -> None:
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints must not corrupt the reply stream
     sys.stdout = sys.stderr
-    node = CraftNode(spec) if spec["system"] == "canonical-raft" else PsoNode(spec)
+    if spec["system"] != "canonical-raft":
+        node = PsoNode(spec)
+    elif spec.get("engine", "uv") == "asyncio":
+        node = AioCraftNode(spec)
+    else:
+        node = CraftNode(spec)
     cmd = None
     for line in sys.stdin:
         msg = json.loads(line)

@@ -1,9 +1,14 @@
 """python -m canonical_raft.jepsen --seed N --time 30 --nodes 3 [--runs R] [--crash-points P]
+    [--engine uv|asyncio|mixed] [--store memory|mdb]
 
 Runs seeded fault schedules (seeds N .. N+R-1; --time 0 for none) and, with
 --crash-points, that many crash points, and prints a summary per run plus
-the liveness figures over all of them. Exit status 0 when everything passed, 1 on a
-failure (the seed and the kept artifacts are printed).
+the liveness figures over all of them. ``--engine asyncio`` (or ``mixed``: odd
+ids uv, even ids asyncio) runs the asyncio-engine nodes on ``--store``; with
+``memory`` the faults that restart a process (kill-leader, kill-random,
+restart-all) and the crash points are left out, as such a node cannot restart.
+Exit status 0 when everything passed, 1 on a failure (the seed and the kept
+artifacts are printed).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import json
 import sys
 from dataclasses import asdict
 
+from .cluster import ENGINES
 from .crash import KINDS, CrashConfig, run_crash_points
-from .nemesis import FAULTS
+from .nemesis import FAULTS, restartable_faults
 from .runner import RunConfig, run_schedule
 from .stats import summarize
 
@@ -31,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keys", type=int, default=8, help="keys in use at once")
     p.add_argument("--faults", default=",".join(FAULTS),
                    help=f"comma-separated subset of {','.join(FAULTS)}")
+    p.add_argument("--engine", choices=ENGINES, default="uv",
+                   help="the nodes' engine (mixed: odd ids uv, even ids asyncio)")
+    p.add_argument("--store", choices=("memory", "mdb"), default="memory",
+                   help="the asyncio nodes' store (memory: no fault that restarts a process)")
     p.add_argument("--crash-points", type=int, default=0,
                    help="also run this many crash points (0: none)")
     p.add_argument("--crash-kinds", default=",".join(KINDS))
@@ -42,6 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(faults) - set(FAULTS)
     if unknown:
         p.error(f"unknown faults: {sorted(unknown)}")
+    durable = args.engine == "uv" or args.store == "mdb"
+    kept, left_out = restartable_faults(faults, durable)
+    if left_out:
+        print(f"note: {args.engine} engine on a {args.store} store: left out "
+              f"{', '.join(left_out)} (they restart processes, and a MemoryStore node "
+              f"cannot restart)", file=sys.stderr)
+        if not kept and args.time > 0:
+            p.error("no fault left to run: add some that keep processes (pause, split, ...)")
+    if args.crash_points and not durable:
+        p.error("--crash-points restart killed processes: --engine asyncio/mixed needs "
+                "--store mdb")
 
     ok = True
     results = []
@@ -52,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.seed, args.seed + args.runs) if args.time > 0 else ():
         run = run_schedule(RunConfig(seed=seed, time=args.time, nodes=args.nodes,
                                      clients=args.clients, rate=args.rate, keys=args.keys,
-                                     faults=faults, artifacts=args.artifacts, keep=args.keep))
+                                     faults=faults, artifacts=args.artifacts, keep=args.keep,
+                                     engine=args.engine, store=args.store))
         ok &= run.ok
         if not run.ok:
             failed.append(seed)
@@ -74,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.crash_points:
         crash = run_crash_points(CrashConfig(seed=args.seed, points=args.crash_points,
                                              kinds=tuple(args.crash_kinds.split(",")),
-                                             artifacts=args.artifacts, keep=args.keep))
+                                             artifacts=args.artifacts, keep=args.keep,
+                                             engine=args.engine, store=args.store))
         ok &= crash.ok
         results.append(asdict(crash))
         if not args.json:

@@ -11,6 +11,11 @@ installs a snapshot from the leader would learn the leader's *real* address
 and bypass the proxy on that one link. Fault schedules run with a snapshot
 threshold above the number of writes (``NO_SNAPSHOTS``) for that reason;
 the crash points (no proxy) cover snapshots.
+
+Engines: ``engine`` ("uv", "asyncio" or "mixed") and ``store`` (the asyncio
+nodes' ``--store``) pass through to LocalCluster. TLS is not offered here: the
+proxy learns each connection's sender from libraft's plaintext preamble, which
+TLS hides (tests/test_hostile_storm.py and tests/test_tls.py cover TLS nodes).
 """
 
 from __future__ import annotations
@@ -27,7 +32,19 @@ from ..client import ClusterClient
 from ..local_cluster import LocalCluster
 from .proxy import LinkProxy
 
-__all__ = ["ProxiedCluster", "scan_log", "FATAL_PATTERNS"]
+__all__ = ["ProxiedCluster", "scan_log", "FATAL_PATTERNS", "ENGINES", "engines_for"]
+
+#: ``--engine`` of the harness: every node on one engine, or ``mixed``
+#: (odd ids on the uv engine, even ids on the asyncio engine).
+ENGINES = ("uv", "asyncio", "mixed")
+
+
+def engines_for(engine: str, nodes: int) -> dict[int, str]:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    if engine == "mixed":
+        return {i: "uv" if i % 2 else "asyncio" for i in range(1, nodes + 1)}
+    return {i: engine for i in range(1, nodes + 1)}
 
 #: Lines in a node's stderr that fail a run (anything we did not inject).
 FATAL_PATTERNS = re.compile(
@@ -78,14 +95,20 @@ class ProxiedCluster(LocalCluster):
     and which tracks paused nodes and unexpected deaths."""
 
     def __init__(self, base_dir: str | os.PathLike, size: int = 3, *,
-                 server_args: Sequence[str] = (), proxied: bool = True) -> None:
-        super().__init__(base_dir, size, server_args=server_args)
+                 server_args: Sequence[str] = (), proxied: bool = True,
+                 engine: str = "uv", store: str = "memory") -> None:
+        super().__init__(base_dir, size, server_args=server_args,
+                         engines=engines_for(engine, size), store=store)
         self.proxy = LinkProxy(self.raft_ports).start() if proxied else None
         self.paused: set[int] = set()
         self.deaths: list[tuple[int, int]] = []     # (node, exit status) we did not cause
         self.exit_codes: dict[int, int] = {}
         # Short timeouts: a paused or partitioned node must not stall the harness.
         self._fast = ClusterClient(self.client_ports, timeout=2.0, attempt_timeout=1.0)
+
+    def all_durable(self) -> bool:
+        """Every node's state outlives its process (it may be killed and restarted)."""
+        return all(self.durable(i) for i in self.ids)
 
     def command(self, node_id: int) -> list[str]:
         cmd = super().command(node_id)

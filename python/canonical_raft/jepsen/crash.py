@@ -28,6 +28,11 @@ same index and holds the same dict. Then, per client:
 * ``m`` is at most the last write the client invoked (nothing never invoked);
 * every restart succeeded, nothing died on its own, no fatal line in a log.
 
+Every kind restarts killed processes, so every node's state must outlive its
+process: the uv engine, or the asyncio engine on ``store="mdb"``. On
+asyncio with a MemoryStore, ``run_crash_points`` refuses to run (a problem,
+naming why) rather than restart nodes with no memory of their votes.
+
 What is not checked without the raft log (see docs/reliability.md): the order
 between writes of different clients that were in flight together.
 """
@@ -68,6 +73,8 @@ class CrashConfig:
     wait: float = 60.0
     artifacts: str | None = None
     keep: bool = False
+    engine: str = "uv"                # uv, asyncio, or mixed (cluster.engines_for)
+    store: str = "memory"             # the asyncio nodes' store: only mdb restarts
 
 
 @dataclass
@@ -152,7 +159,7 @@ class _Kind:
                  if kind in _SMALL_SNAPSHOTS else
                  ["--snapshot-threshold", "256", "--snapshot-trailing", "64"])
         self.cluster = ProxiedCluster(base / kind, _SIZE.get(kind, 3), server_args=args,
-                                      proxied=False)
+                                      proxied=False, engine=cfg.engine, store=cfg.store)
         self.cluster.start_all(timeout=cfg.wait)
         self.cycle = 0
         self.snapshots = 0
@@ -254,6 +261,10 @@ def run_crash_points(cfg: CrashConfig) -> CrashResult:
     problems: list[str] = []
     cycles: list[dict] = []
     points: dict[str, int] = {}
+    if cfg.engine != "uv" and cfg.store != "mdb":
+        plan = []
+        problems.append(f"crash points restart killed processes: engine {cfg.engine!r} "
+                        f"needs a durable store (store='mdb'), not {cfg.store!r}")
     try:
         for kind in plan:
             try:

@@ -22,6 +22,13 @@ slow               20-150 ms added on every link, 3-6 s
 refuse             connections to a random node are reset at once (fails fast), 3-6 s
 restart-all        SIGKILL every node at once, restart them all
 =================  ===============================================================
+
+The first two and the last restart a killed process (``RESTART_FAULTS``): a
+node's state must outlive its process for that to be sound. An asyncio-engine
+node on a MemoryStore comes back with no log, no term and no memory of its
+votes (it could vote twice in one term), and ``serve`` refuses to start it
+again; ``restartable_faults`` leaves those faults out of such a schedule. The
+pauses (SIGSTOP/SIGCONT) keep the process, and its memory, and stay in.
 """
 
 from __future__ import annotations
@@ -33,11 +40,24 @@ from typing import Any
 
 from .cluster import ProxiedCluster
 
-__all__ = ["Nemesis", "FAULTS"]
+__all__ = ["Nemesis", "FAULTS", "RESTART_FAULTS", "restartable_faults"]
 
 FAULTS = ("kill-leader", "kill-random", "pause", "pause-leader", "isolate-leader", "split",
           "one-way", "slow", "refuse", "restart-all")
 PROCESS_FAULTS = ("kill-leader", "kill-random", "pause", "pause-leader", "restart-all")
+RESTART_FAULTS = ("kill-leader", "kill-random", "restart-all")
+
+
+def restartable_faults(faults: tuple[str, ...], durable: bool
+                       ) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The faults a cluster can take, and why the others were left out:
+    without a durable store on every node, none that restarts a process."""
+    if durable:
+        return faults, {}
+    why = ("restarts a process: needs every node's state to outlive it (uv engine, or "
+           "--store mdb); a MemoryStore node restarted empty could vote twice")
+    return (tuple(f for f in faults if f not in RESTART_FAULTS),
+            {f: why for f in faults if f in RESTART_FAULTS})
 
 
 class Nemesis(threading.Thread):

@@ -24,7 +24,7 @@ from ..checker import CASRegister, Event, check_history
 from .cluster import NO_SNAPSHOTS, ProxiedCluster, artifact_dir
 from .history import Recorder
 from .journals import check_with_journals, fetch_journals
-from .nemesis import FAULTS, Nemesis
+from .nemesis import FAULTS, Nemesis, restartable_faults
 from .stats import summarize
 from .workload import Workload
 
@@ -49,6 +49,8 @@ class RunConfig:
     converge_timeout: float = 60.0
     artifacts: str | None = None      # parent of the run directory (default: the temp dir)
     keep: bool = False                # keep the run directory after a clean run
+    engine: str = "uv"                # uv, asyncio, or mixed (cluster.engines_for)
+    store: str = "memory"             # the asyncio nodes' store: memory or mdb
 
     def server_args(self) -> list[str]:
         return ["--election-timeout", str(self.election_timeout),
@@ -75,13 +77,17 @@ class RunResult:
 
     def summary(self) -> str:
         converged = "never" if self.converge_s is None else f"{self.converge_s:.3f}s"
-        lines = [f"seed {self.seed}: {'PASS' if self.ok else 'FAIL'} in {self.seconds:.1f}s; "
-                 f"linearizability {self.verdict} over {self.keys} keys; "
+        engine = self.extra.get("engine", "uv")
+        lines = [f"seed {self.seed} ({engine}): {'PASS' if self.ok else 'FAIL'} in "
+                 f"{self.seconds:.1f}s; linearizability {self.verdict} over {self.keys} keys; "
                  f"ops {self.ops}; faults {self.faults}",
                  f"  new leader after a leader fault: {summarize(self.new_leader_s)}; "
                  f"converged {converged} after healing; raft checks "
                  f"{', '.join(self.extra.get('raft_checks') or ['none'])} on "
                  f"{self.extra.get('indexed_ops', 0)} indexed ops"]
+        left_out = self.extra.get("faults_left_out")
+        if left_out:
+            lines.append(f"  left out: {', '.join(left_out)} ({next(iter(left_out.values()))})")
         if self.errors:
             lines.append(f"  client errors: {dict(sorted(self.errors.items()))}")
         for p in self.problems[:20]:
@@ -157,20 +163,26 @@ def run_schedule(cfg: RunConfig) -> RunResult:
     rng = random.Random(cfg.seed)
     recorder = Recorder()
     problems: list[str] = []
-    cluster = ProxiedCluster(base, cfg.nodes, server_args=cfg.server_args())
+    cluster = ProxiedCluster(base, cfg.nodes, server_args=cfg.server_args(),
+                             engine=cfg.engine, store=cfg.store)
+    faults, left_out = restartable_faults(tuple(cfg.faults), cluster.all_durable())
+    engine = cfg.engine if cfg.engine == "uv" else f"{cfg.engine}, {cfg.store} store"
     workload = nemesis = None
     converge_s = None
     verdict, explanation = "unknown", ""
     journals: dict = {}
     raft_checks: list[str] = []
     try:
+        if not faults:
+            raise ValueError(f"no fault of {list(cfg.faults)} can run on this cluster: "
+                             f"{left_out}")
         cluster.start_all(timeout=60)
         cluster.wait_leader(60)
         workload = Workload(cluster.client_ports, recorder, random.Random(rng.getrandbits(64)),
                             clients=cfg.clients, rate=cfg.rate, keys=cfg.keys,
                             ops_per_key=cfg.ops_per_key, op_timeout=cfg.op_timeout,
                             tag=f"s{cfg.seed}")
-        nemesis = Nemesis(cluster, random.Random(rng.getrandbits(64)), faults=cfg.faults,
+        nemesis = Nemesis(cluster, random.Random(rng.getrandbits(64)), faults=faults,
                           interval=cfg.interval, election_timeout=cfg.election_timeout)
         workload.start()
         nemesis.start()
@@ -238,7 +250,8 @@ def run_schedule(cfg: RunConfig) -> RunResult:
         keys=len(workload.keys.used) if workload else 0,
         new_leader_s=list(nemesis.new_leader_s) if nemesis else [], converge_s=converge_s,
         seconds=time.monotonic() - started, explanation=explanation,
-        extra={"new_leader_by_fault": dict(nemesis.new_leader_by_fault) if nemesis else {},
+        extra={"engine": engine, "faults_left_out": left_out,
+               "new_leader_by_fault": dict(nemesis.new_leader_by_fault) if nemesis else {},
                "raft_checks": raft_checks,
                "indexed_ops": sum(op.index is not None for op in ops),
                "journal_records": {n: len(j["entries"]) for n, j in journals.items()}})
