@@ -244,3 +244,19 @@ def test_garbage_on_the_raft_port_is_refused_and_the_node_goes_on(caplog):
         assert len(refused) >= 5, [r.getMessage() for r in refused]
     finally:
         node.close()
+
+
+def test_a_data_dir_whose_store_was_lost_is_refused(tmp_path):
+    # The node ran in a cluster on this data dir; a fresh MemoryStore means its
+    # term and vote are gone: starting could make it vote twice.
+    addr = f"127.0.0.1:{free_port()}"
+    d = tmp_path / "n1"
+    node = raft.Node(1, addr, KV(), d, engine="asyncio", store=raft.MemoryStore(),
+                     cluster={1: addr}, config=CONFIG).start()
+    node.wait_leader(WAIT)
+    node.apply(b"set a 1").result(WAIT)
+    node.close()
+    again = raft.Node(1, addr, KV(), d, engine="asyncio", store=raft.MemoryStore(),
+                      cluster={1: addr}, config=CONFIG)
+    with pytest.raises(raft.IdentityError, match="could vote twice"):
+        again.start()

@@ -121,6 +121,15 @@ def prepare(data_dir: str, node_id: int, cluster: list[tuple[int, str]],
     wanted = cluster_id_for(cluster) if cluster else None
     # The uv engine's state is its files; the asyncio engine's is in its store.
     state = has_raft_state(data_dir) if has_state is None else has_state
+    if not state and has_state is not None and stored is not None \
+            and stored.cluster_id is not None:
+        # Asyncio engine: this dir served a member of a cluster, but the store
+        # it is given now is empty (a MemoryStore after a restart, or another
+        # store). Starting would forget its term and vote: it could vote twice.
+        raise IdentityError(f"data dir {data_dir} belongs to node {stored.node_id} of cluster "
+                            f"{stored.cluster_id}, but its store is empty: the node would have "
+                            "forgotten its term and vote (it could vote twice). Start it on the "
+                            "store it ran on, or on an empty data dir to join as a new member")
     if not state:
         # Nothing of Raft's here yet: the dir is new (or a start failed before
         # Raft wrote anything), so any identity in it binds nothing.

@@ -645,13 +645,33 @@ class Node:
             self._announced_term = event.term
             self._announce()
 
+    _TRANSFER_ATTEMPTS = 3
+
     def transfer(self, id: int | None = None) -> Future:
         """Hand leadership to voter ``id`` (None: the most up-to-date one).
-        Resolves to the new leader's id (possibly still this node if it failed)."""
+        Resolves to the new leader's id (possibly still this node if it failed).
+
+        libraft's transfer fails silently when the target ignores its
+        TimeoutNow (it does while it is still persisting an entry it has
+        acknowledged in a heartbeat): while this node is still the leader
+        afterwards, the transfer is tried again, up to three times in all."""
         target = 0 if id is None else check_id(id)
+        attempts = [1]
 
         def finished(fut: Future, _leader: int) -> None:
-            fut.set_result(self._status()["leader_id"] or None)
+            leader = self._status()["leader_id"] or None
+            if leader == self.id and self.is_leader and attempts[0] < self._TRANSFER_ATTEMPTS:
+                attempts[0] += 1
+                try:
+                    core = self._check_open()
+                    rid = next(self._ids)
+                    self._requests[rid] = (fut, finished)
+                    core.transfer(rid, target)
+                    self._settle_if_closed(self._requests, rid)
+                    return
+                except RaftError:
+                    pass
+            fut.set_result(leader)
         return self._request(lambda core, rid: core.transfer(rid, target), finished)
 
     # ------------------------------------------------------------ state

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..tls import TLS
 
 log = logging.getLogger("canonical_raft.transport")
+_LOG_BURST, _LOG_PERIOD = 10, 60.0  # refusals logged per period; the rest are counted
 
 _HANDSHAKE = struct.Struct("<QQQ")
 _PREAMBLE = struct.Struct("<BBBBIQ")
@@ -104,6 +105,7 @@ class TcpTransport:
         self.client_ssl = tls.client_context() if tls is not None else None
         self._server: Optional[asyncio.base_events.Server] = None
         self._peers: Dict[int, _Peer] = {}
+        self._log_window, self._log_count, self._log_dropped = -_LOG_PERIOD, 0, 0
         self._inbound: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
@@ -133,6 +135,21 @@ class TcpTransport:
         if self._server is not None:
             await self._server.wait_closed()
 
+    def _log_refusal(self, peer: object, exc: Exception) -> None:
+        """A flood of bad connections must not flood the log: the first few of a
+        minute are logged, then one line says how many more were refused."""
+        now = asyncio.get_running_loop().time()
+        if now - self._log_window >= _LOG_PERIOD:
+            if self._log_dropped:
+                log.warning("node %d: refused %d more connections in the last %.0f s (not "
+                            "logged one by one)", self.node_id, self._log_dropped, _LOG_PERIOD)
+            self._log_window, self._log_count, self._log_dropped = now, 0, 0
+        self._log_count += 1
+        if self._log_count <= _LOG_BURST:
+            log.warning("node %d: refused a connection from %s: %s", self.node_id, peer, exc)
+        else:
+            self._log_dropped += 1
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._inbound.add(writer)
         peer = writer.get_extra_info("peername")
@@ -141,7 +158,7 @@ class TcpTransport:
                 try:
                     await writer.start_tls(self.server_ssl)
                 except (ssl.SSLError, OSError) as exc:
-                    raise _Refused(f"TLS handshake failed ({exc})") from None
+                    raise _Refused(f"TLS handshake failed ({exc!r})") from None
             protocol, server_id, length = _HANDSHAKE.unpack(await reader.readexactly(24))
             if protocol != 1 or not 0 < length <= _MAX_ADDRESS:
                 raise _Refused(f"bad handshake (protocol {protocol}, address length {length})")
@@ -164,7 +181,7 @@ class TcpTransport:
                 if rc != 0:
                     raise _Refused(f"message of type {type_}: {_core.strerror(rc)}")
         except _Refused as exc:
-            log.warning("node %d: refused a connection from %s: %s", self.node_id, peer, exc)
+            self._log_refusal(peer, exc)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
             pass  # the peer went away (or failed the TLS handshake: logged by ssl)
         finally:
