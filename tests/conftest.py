@@ -271,6 +271,55 @@ def cluster(tmp_path, engine):
         c.close_all()
 
 
+# ------------------------------------------------------------------ process clusters
+
+PROCESS_WAIT = 60.0  # generous: the machine is shared
+
+
+class ClientWriter(threading.Thread):
+    """Through one ClusterClient (of a LocalCluster), sets key-N = N and
+    increments "counter" until stopped; records what was acknowledged. The
+    process tests' load."""
+
+    def __init__(self, client: ClusterClient) -> None:
+        super().__init__(daemon=True)
+        self.client = client
+        self.acked: dict[str, int] = {}
+        self.increments = 0
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.progress = threading.Condition()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                n = len(self.acked) + 1
+                self.client.set(f"key-{n}", n)
+                self.acked[f"key-{n}"] = n
+                self.client.incr("counter")
+                with self.progress:
+                    self.increments += 1
+                    self.progress.notify_all()
+        except BaseException as exc:
+            self.error = exc
+            with self.progress:
+                self.progress.notify_all()
+
+    def wait_for(self, count: int) -> None:
+        with self.progress:
+            ok = self.progress.wait_for(lambda: self.increments >= count or self.error,
+                                        PROCESS_WAIT)
+        assert self.error is None, f"a write failed: {self.error!r}"
+        assert ok, f"only {self.increments} writes acknowledged"
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(PROCESS_WAIT)
+        assert not self.is_alive()
+        self.client.close()
+        assert self.error is None, f"a write failed: {self.error!r}"
+
+
 # ------------------------------------------------------------------ leak check
 
 @pytest.fixture(autouse=True)
@@ -292,3 +341,14 @@ def no_leaked_nodes():
 
 def pytest_report_header(config):
     return f"canonical_raft from {os.path.dirname(raft.__file__)} (libraft {raft.__libraft_version__})"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The large forms (marked slow or nightly) run only when the mark
+    expression asks for them (``-m slow``, ``-m nightly``), never by default."""
+    expr = config.getoption("markexpr") or ""
+    for item in items:
+        for mark in ("slow", "nightly"):
+            if item.get_closest_marker(mark) is not None and mark not in expr:
+                item.add_marker(pytest.mark.skip(reason=f"the large form: run with -m {mark}"))
+                break

@@ -15,6 +15,7 @@ import pytest
 
 from canonical_raft.client import ClusterClient, CommandError
 from canonical_raft.local_cluster import LocalCluster
+from conftest import ClientWriter as Writer
 
 pytestmark = pytest.mark.timeout(120)
 WAIT = 60.0  # generous: the machine is shared
@@ -39,47 +40,6 @@ def local_cluster(tmp_path):
     yield make
     for cluster in clusters:
         cluster.close()
-
-
-class Writer(threading.Thread):
-    """Sets key-N = N and increments "counter" until stopped; records what was
-    acknowledged."""
-
-    def __init__(self, client: ClusterClient) -> None:
-        super().__init__(daemon=True)
-        self.client = client
-        self.acked: dict[str, int] = {}
-        self.increments = 0
-        self.error: BaseException | None = None
-        self.stop = threading.Event()
-        self.progress = threading.Condition()
-
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                n = len(self.acked) + 1
-                self.client.set(f"key-{n}", n)
-                self.acked[f"key-{n}"] = n
-                self.client.incr("counter")
-                with self.progress:
-                    self.increments += 1
-                    self.progress.notify_all()
-        except BaseException as exc:
-            self.error = exc
-            with self.progress:
-                self.progress.notify_all()
-
-    def wait_for(self, count: int) -> None:
-        with self.progress:
-            ok = self.progress.wait_for(lambda: self.increments >= count or self.error, WAIT)
-        assert self.error is None, f"a write failed: {self.error!r}"
-        assert ok, f"only {self.increments} writes acknowledged"
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.join(WAIT)
-        assert not self.is_alive()
-        assert self.error is None, f"a write failed: {self.error!r}"
 
 
 def assert_has_acknowledged(data: dict, writer: Writer) -> None:

@@ -201,8 +201,10 @@ class Node:
                 raise from_core(exc, starting=True) from None
             except CorruptError as exc:
                 self._abort_start()
-                where = newest_snapshot(self.data_dir) if self.data_dir else "the store"
-                raise CorruptError(f"{exc.message} (in {where})") from None
+                if self._engine.kind != "uv":  # the store names what is damaged
+                    raise
+                raise CorruptError(f"{exc.message} (in {newest_snapshot(self.data_dir)})") \
+                    from None
             except RaftError:
                 self._abort_start()
                 raise
@@ -778,25 +780,23 @@ class Node:
 
     async def _await_leader(self, timeout: float | None) -> Leader:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self._check_open()
-            leader = self.leader
-            if leader is not None:
-                return leader
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"node {self.id} saw no leader within {timeout}s")
+        while (leader := self._leader_by(deadline, timeout)) is None:
             await asyncio.sleep(0.005)
+        return leader
 
     def _wait_leader(self, timeout: float | None) -> Leader:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self._check_open()
-            leader = self.leader
-            if leader is not None:
-                return leader
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"node {self.id} saw no leader within {timeout}s")
+        while (leader := self._leader_by(deadline, timeout)) is None:
             time.sleep(0.005)
+        return leader
+
+    def _leader_by(self, deadline: float | None, timeout: float | None) -> Leader | None:
+        """The known leader, None to keep waiting; TimeoutError past deadline."""
+        self._check_open()
+        leader = self.leader
+        if leader is None and deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"node {self.id} saw no leader within {timeout}s")
+        return leader
 
     def wait_applied(self, index: int, timeout: float | None = None) -> None:
         """Wait until this node's FSM has applied ``index``."""

@@ -65,7 +65,11 @@ class Driver:
                     check_identity: Callable[[bool], None]) -> None:
         state = await self.store.load()
         await self.loop.run_in_executor(None, check_identity, not state.empty)
-        if state.empty and bootstrap:
+        # A crash between the two bootstrap writes leaves term 1 and no log:
+        # bootstrap again (nothing can have voted or replicated yet).
+        never_ran = (not state.entries and state.snapshot is None and state.term <= 1
+                     and state.vote == 0)
+        if never_ran and bootstrap:
             # What raft_bootstrap writes: term 1 and entry 1, the configuration.
             conf = _core.encode_configuration([(sid, addr, _core.roles["VOTER"])
                                                for sid, addr in bootstrap])
