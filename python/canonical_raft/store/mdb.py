@@ -72,6 +72,7 @@ _SNAP_HEADER = struct.Struct(">8sQQQI")  # magic, index, term, size, data crc
 
 DEFAULT_MAP_SIZE = 1 << 30   # address space only: the file grows as pages are used
 COMPACT_BATCH = 4096         # entries deleted per compaction transaction
+DISK_FULL_MARGIN = 1 << 20   # an I/O error with less free space than this is a full disk
 
 _CORRUPT = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
             lmdb.VersionMismatchError, lmdb.PanicError, lmdb.IncompatibleError,
@@ -278,7 +279,8 @@ class MDBStore:
 
     def _error(self, exc: lmdb.Error) -> RaftError:
         code = getattr(exc, "code", 0)
-        if code in (errno.ENOSPC, errno.EDQUOT):
+        # LMDB reports a short write (how a full disk often shows) as EIO.
+        if code in (errno.ENOSPC, errno.EDQUOT) or (code == errno.EIO and _disk_full(self.path)):
             return NoSpaceError(f"{self.data_path}: the disk is full ({exc}); the transaction "
                                 "was rolled back, nothing committed is lost")
         if isinstance(exc, _CORRUPT):
@@ -635,6 +637,15 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _disk_full(path: str) -> bool:
+    """Whether the filesystem holding path has (next to) no space left."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < DISK_FULL_MARGIN
 
 
 def _os_error(path: str, exc: OSError) -> RaftError:
