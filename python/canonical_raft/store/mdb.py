@@ -141,13 +141,18 @@ class SnapshotRecord:
         return cls(index, term, conf_index, raw[_SNAP.size:], seq, size, crc)
 
 
+def _get(txn: lmdb.Transaction, key: bytes, db: Any) -> Optional[bytes]:
+    value = txn.get(key, db=db)
+    return None if value is None else bytes(value)
+
+
 def read_meta(txn: lmdb.Transaction, meta: Any, where: str) -> Tuple[
         Optional[bytes], int, int, int, Optional[SnapshotRecord]]:
     """(format, term, vote, first, snapshot record) from a transaction."""
-    fmt = txn.get(b"format", db=meta)
-    state = _unseal(b"state", txn.get(b"state", db=meta), where)
-    first = _unseal(b"first", txn.get(b"first", db=meta), where)
-    snap = _unseal(b"snapshot", txn.get(b"snapshot", db=meta), where)
+    fmt = _get(txn, b"format", meta)
+    state = _unseal(b"state", _get(txn, b"state", meta), where)
+    first = _unseal(b"first", _get(txn, b"first", meta), where)
+    snap = _unseal(b"snapshot", _get(txn, b"snapshot", meta), where)
     term = vote = 0
     if state is not None:
         if len(state) != _STATE.size:
@@ -345,7 +350,7 @@ class MDBStore:
             self._log = env.open_db(b"log")
             self._meta = env.open_db(b"meta")
             with env.begin() as txn:
-                fmt = txn.get(b"format", db=self._meta)
+                fmt = _get(txn, b"format", self._meta)
             if fmt is None:
                 if marked:
                     raise CorruptError(f"{self.data_path} is damaged: its format marker is "
@@ -463,11 +468,11 @@ class MDBStore:
         first = self._first(txn)
         cursor = txn.cursor(db=self._log)
         if cursor.last():
-            return max(first, _U64.unpack(cursor.key())[0] + 1)
+            return max(first, int(_U64.unpack(cursor.key())[0]) + 1)
         return first
 
     def _first(self, txn: lmdb.Transaction) -> int:
-        raw = _unseal(b"first", txn.get(b"first", db=self._meta), self.data_path)
+        raw = _unseal(b"first", _get(txn, b"first", self._meta), self.data_path)
         return 1 if raw is None else int(_U64.unpack(raw)[0])
 
     def _truncate(self, index: int) -> None:
@@ -559,7 +564,7 @@ class MDBStore:
                     return False
                 if not cursor.delete() or not cursor.key():
                     return False
-            return _U64.unpack(cursor.key())[0] < first
+            return bool(_U64.unpack(cursor.key())[0] < first)
         try:
             more = self._txn("compact", delete)
         except BaseException as exc:  # fails the engine's next call (and so closes the node)
