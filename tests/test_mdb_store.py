@@ -275,3 +275,16 @@ def test_full_disk_is_no_space_error_and_loses_nothing(small_disk):
         assert len(p.entries) == acked > 0 and p.snapshot is None
         assert not [n for n in os.listdir(path) if n.startswith("mdb-snapshot")]
     run(body())
+
+
+def test_canonical_raft_imports_without_lmdb():
+    code = ("import sys; sys.modules['lmdb'] = None\n"
+            "import canonical_raft\n"
+            "try:\n"
+            "    from canonical_raft.store import MDBStore\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "MDBStore needs py-lmdb: pip install 'canonical-raft[mdb]'" in proc.stdout
