@@ -340,6 +340,7 @@ class MDBStore:
             if env.info()["map_size"] > self.map_size:  # an earlier run grew it
                 self.map_size = env.info()["map_size"]
             check_data_file(env, self.data_path)
+            env.reader_check()  # slots of a killed process would pin freed pages
             with env.begin() as txn:
                 names = [k for k, _ in txn.cursor()]
             if names and set(names) - {b"log", b"meta"}:
