@@ -31,13 +31,33 @@ def check_bindable(address: str) -> None:
             raise InvalidConfigError(f"cannot listen on {address}: {exc.strerror}") from None
 
 
+#: Files an MDBStore (store/mdb.py) keeps in its directory.
+MDB_FILES = ("canonical-raft-mdb.format", "data.mdb")
+
+
+def uv_files(data_dir: str) -> list[str]:
+    """The uv engine's (raft_uv's) files in data_dir, sorted."""
+    try:
+        names = os.listdir(data_dir)
+    except OSError:
+        return []
+    return sorted(n for n in names if _LOG_FILE.match(n) or n in ("metadata1", "metadata2"))
+
+
 def check_metadata(data_dir: str) -> None:
     """A data dir with log files but no readable term/vote metadata is damaged:
-    libraft would treat it as brand new beside its old log."""
+    libraft would treat it as brand new beside its old log. A data dir that
+    holds an MDBStore is not the uv engine's: refuse it rather than start an
+    empty log beside it."""
     try:
         names = os.listdir(data_dir)
     except OSError:
         return
+    mdb = [m for m in MDB_FILES if m in names]
+    if mdb:
+        raise InvalidConfigError(f"{data_dir} holds an MDBStore ({mdb[0]}), the asyncio "
+                                 "engine's log: start the node with engine='asyncio', "
+                                 "store=MDBStore(data_dir), not on the uv engine")
     if not any(_LOG_FILE.match(name) for name in names):
         return
     sizes = [os.path.getsize(os.path.join(data_dir, m)) for m in ("metadata1", "metadata2")

@@ -1,7 +1,8 @@
 """The command line: ``canonical-raft`` / ``python -m canonical_raft``.
 
-Subcommands: ``demo`` (a 3-process cluster that loses its leader) and
-``serve`` (one node process with the key-value client protocol). Each module
+Subcommands: ``demo`` (a 3-process cluster that loses its leader),
+``serve`` (one node process with the key-value client protocol) and
+``inspect`` (what a data dir holds). Each module
 adds its own options (``add_arguments``) and runs them (``run``). A command
 with a parser of its own (``bench``) gets the rest of the command line.
 """
@@ -12,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from . import __libraft_version__, __version__, demo, server
+from . import __libraft_version__, __version__, demo, inspector, server
 
 #: name -> (module with main(argv) -> int, help). Imported only when run.
 DELEGATED = {"bench": ("canonical_raft.bench", "benchmark canonical-raft against "
@@ -27,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module, help in (
             ("demo", demo, "run a 3-process cluster, kill its leader, watch it recover"),
-            ("serve", server, "run one node with a replicated key-value store")):
+            ("serve", server, "run one node with a replicated key-value store"),
+            ("inspect", inspector, "print a data dir's term, vote, log range, snapshot and "
+                                   "configuration")):
         cmd = sub.add_parser(name, help=help, description=help)
         module.add_arguments(cmd)
         cmd.set_defaults(run=module.run)
