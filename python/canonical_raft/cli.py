@@ -1,7 +1,8 @@
 """The command line: ``canonical-raft`` / ``python -m canonical_raft``.
 
-Subcommands: ``demo`` (a 3-process cluster that loses its leader) and
-``serve`` (one node process with the key-value client protocol). Each module
+Subcommands: ``demo`` (a 3-process cluster that loses its leader),
+``serve`` (one node process with the key-value client protocol), and the
+admin commands ``status``, ``add``, ``remove``, ``transfer`` (admin.py). Each module
 adds its own options (``add_arguments``) and runs them (``run``). A command
 with a parser of its own (``bench``) gets the rest of the command line.
 """
@@ -12,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from . import __libraft_version__, __version__, demo, server
+from . import __libraft_version__, __version__, admin, demo, server
 
 #: name -> (module with main(argv) -> int, help). Imported only when run.
 DELEGATED = {"bench": ("canonical_raft.bench", "benchmark canonical-raft against "
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help, description=help)
         module.add_arguments(cmd)
         cmd.set_defaults(run=module.run)
+    for name in admin.COMMANDS:
+        cmd = sub.add_parser(name, help=admin.HELP[name], description=admin.HELP[name])
+        admin.add_arguments(cmd, name)
     for name, (_, help) in DELEGATED.items():
         sub.add_parser(name, help=help, add_help=False)  # listed; main() hands it over
     return p
