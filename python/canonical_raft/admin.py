@@ -56,7 +56,7 @@ class Unreachable(Exception):
     """A node did not answer (the message says how)."""
 
 
-def query(address: tuple[str, int], request: dict, timeout: float) -> dict:
+def query(address: tuple[str, int], request: dict[str, Any], timeout: float) -> dict[str, Any]:
     """One request to one node's client port; its reply. Raises Unreachable."""
     try:
         with socket.create_connection(address, timeout=timeout) as sock:
@@ -80,7 +80,7 @@ def query(address: tuple[str, int], request: dict, timeout: float) -> dict:
     return reply
 
 
-def cluster_status(cluster: dict[int, tuple[str, int]], timeout: float = 2.0) -> dict:
+def cluster_status(cluster: dict[int, tuple[str, int]], timeout: float = 2.0) -> dict[str, Any]:
     """Every node's status, in parallel, and a summary::
 
         {"leader": id|None, "term": n, "reachable": k, "nodes": [{"id", "address",
@@ -88,7 +88,7 @@ def cluster_status(cluster: dict[int, tuple[str, int]], timeout: float = 2.0) ->
          "last_applied", "lag", "error"}, ...]}
 
     ``lag`` is the leader's last index minus the node's applied index."""
-    def one(item: tuple[int, tuple[str, int]]) -> tuple[int, dict | str]:
+    def one(item: tuple[int, tuple[str, int]]) -> tuple[int, dict[str, Any] | str]:
         sid, address = item
         try:
             return sid, query(address, {"op": "status"}, timeout)
@@ -125,29 +125,30 @@ def cluster_status(cluster: dict[int, tuple[str, int]], timeout: float = 2.0) ->
             "reachable": len(statuses), "nodes": nodes}
 
 
-def _leader_call(args: argparse.Namespace, request: dict) -> tuple[dict | None, str | None]:
-    """Send ``request`` to the leader: (reply, None) or (None, problem)."""
+def _leader_call(args: argparse.Namespace,
+                 request: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Send ``request`` to the leader: (reply, None) or ({}, problem)."""
     status = cluster_status(args.cluster, args.timeout)
     if status["reachable"] == 0:
-        return None, "no node of --cluster answered: " + "; ".join(
+        return {}, "no node of --cluster answered: " + "; ".join(
             f"node {n['id']}: {n['error']}" for n in status["nodes"])
     if status["leader"] is None:
-        return None, "no leader: the reachable nodes know of none (election in progress, " \
+        return {}, "no leader: the reachable nodes know of none (election in progress, " \
                      "or no quorum)"
     if status["leader"] not in args.cluster:
-        return None, f"the leader is node {status['leader']}, which --cluster does not name"
+        return {}, f"the leader is node {status['leader']}, which --cluster does not name"
     try:
         reply = query(args.cluster[status["leader"]], request, args.timeout + 30)
     except Unreachable as exc:
-        return None, f"leader {status['leader']}: {exc}"
+        return {}, f"leader {status['leader']}: {exc}"
     if "error" in reply:
-        return None, f"leader {status['leader']}: {reply['error']}: {reply.get('message', '')}"
+        return {}, f"leader {status['leader']}: {reply['error']}: {reply.get('message', '')}"
     return reply, None
 
 
 # ------------------------------------------------------------------ output
 
-def _text_status(status: dict) -> str:
+def _text_status(status: dict[str, Any]) -> str:
     leader = status["leader"]
     lines = [f"leader: {leader if leader is not None else 'none known'}   "
              f"term: {status['term'] if status['term'] is not None else '-'}   "
@@ -171,7 +172,7 @@ def _text_status(status: dict) -> str:
     return "\n".join(lines)
 
 
-def _emit(args: argparse.Namespace, payload: dict, text: str, code: int) -> int:
+def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str, code: int) -> int:
     if args.json:
         print(json.dumps(payload, sort_keys=True))
     else:
@@ -251,4 +252,5 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMMANDS:
         add_arguments(sub.add_parser(name, help=HELP[name]), name)
     args = p.parse_args(argv)
-    return args.run(args)
+    code: int = args.run(args)
+    return code

@@ -516,7 +516,7 @@ class Session:
         return value
 
     def _delay(self, attempt: int) -> float:
-        return min(0.2, 0.005 * 2 ** min(attempt, 6))
+        return min(0.2, 0.005 * 2.0 ** min(attempt, 6))
 
     # ---------------------------------------------------------- blocking
 

@@ -74,7 +74,7 @@ class Structures(FSM):
         self.dicts: dict[str, dict[str, Any]] = {}
         self.locks: dict[str, dict[str, Any]] = {}   # name -> {"holder", "expires", "token"}
         self.counters: dict[str, int] = {}
-        self.queues: dict[str, deque] = {}
+        self.queues: dict[str, deque[Any]] = {}
         self.tokens = 0  # fencing tokens handed out, over every lock
 
     def apply(self, command: bytes) -> Any:
@@ -94,20 +94,20 @@ class Structures(FSM):
 
     # ---------------------------------------------------------- dict
 
-    def _dict_get(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _dict_get(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         d = self.dicts.get(name, {})
         return {"found": cmd["k"] in d, "value": d.get(cmd["k"])}
 
-    def _dict_set(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _dict_set(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         self.dicts.setdefault(name, {})[cmd["k"]] = cmd.get("v")
         return True
 
-    def _dict_delete(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _dict_delete(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         d = self.dicts.get(name, {})
         value = d.pop(cmd["k"], _MISSING)
         return {"found": value is not _MISSING, "value": None if value is _MISSING else value}
 
-    def _dict_cas(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _dict_cas(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         d = self.dicts.setdefault(name, {})
         current = d.get(cmd["k"])
         if not _same(current, cmd.get("e")):
@@ -115,10 +115,10 @@ class Structures(FSM):
         d[cmd["k"]] = cmd.get("v")
         return {"ok": True, "value": cmd.get("v")}
 
-    def _dict_items(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _dict_items(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         return [[k, v] for k, v in self.dicts.get(name, {}).items()]
 
-    def _dict_clear(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _dict_clear(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         self.dicts.pop(name, None)
         return True
 
@@ -131,7 +131,7 @@ class Structures(FSM):
             return None
         return state
 
-    def _lock_acquire(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _lock_acquire(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         owner = ctx.client
         if owner is None:
             raise ValueError("lock.acquire needs a session (the owner)")
@@ -146,43 +146,43 @@ class Structures(FSM):
         self.locks[name] = state
         return {"ok": True, "token": state["token"], "expires": state["expires"]}
 
-    def _lock_release(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _lock_release(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         state = self._lock_state(name, ctx)
         if state is None or state["holder"] != ctx.client:
             return False
         del self.locks[name]
         return True
 
-    def _lock_holder(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _lock_holder(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         state = self._lock_state(name, ctx)
         return None if state is None else dict(state)
 
     # ---------------------------------------------------------- counter
 
-    def _counter_add(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _counter_add(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         by = cmd.get("by", 1)
         if not isinstance(by, int) or isinstance(by, bool):
             raise TypeError("a counter adds ints")
         self.counters[name] = self.counters.get(name, 0) + by
         return self.counters[name]
 
-    def _counter_get(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _counter_get(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         return self.counters.get(name, 0)
 
     # ---------------------------------------------------------- queue
 
-    def _queue_put(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _queue_put(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         q = self.queues.setdefault(name, deque())
         q.append(cmd.get("v"))
         return len(q)
 
-    def _queue_get(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _queue_get(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         q = self.queues.get(name)
         if not q:
             return {"found": False, "value": None}
         return {"found": True, "value": q.popleft()}
 
-    def _queue_len(self, name: str, cmd: dict, ctx: Context) -> Any:
+    def _queue_len(self, name: str, cmd: dict[str, Any], ctx: Context) -> Any:
         return len(self.queues.get(name, ()))
 
     # ---------------------------------------------------------- snapshots
@@ -280,11 +280,11 @@ class ReplDict(_Handle):
 
     def delete(self, key: str) -> bool:
         """True if the key was there."""
-        return self._call("delete", k=key)["found"]
+        return bool(self._call("delete", k=key)["found"])
 
     def cas(self, key: str, expected: Any, value: Any) -> bool:
         """Set ``key`` to ``value`` if it holds ``expected`` (None: absent)."""
-        return self._call("cas", k=key, e=expected, v=value)["ok"]
+        return bool(self._call("cas", k=key, e=expected, v=value)["ok"])
 
     def items(self) -> list[tuple[str, Any]]:
         return [(k, v) for k, v in self._call("items")]
@@ -300,10 +300,10 @@ class ReplDict(_Handle):
         await self._acall("set", k=key, v=value)
 
     async def adelete(self, key: str) -> bool:
-        return (await self._acall("delete", k=key))["found"]
+        return bool((await self._acall("delete", k=key))["found"])
 
     async def acas(self, key: str, expected: Any, value: Any) -> bool:
-        return (await self._acall("cas", k=key, e=expected, v=value))["ok"]
+        return bool((await self._acall("cas", k=key, e=expected, v=value))["ok"])
 
     async def aitems(self) -> list[tuple[str, Any]]:
         return [(k, v) for k, v in await self._acall("items")]
@@ -316,16 +316,16 @@ class ReplCounter(_Handle):
 
     def add(self, by: int = 1) -> int:
         """Add ``by`` (may be negative); the new value."""
-        return self._call("add", by=by)
+        return int(self._call("add", by=by))
 
     def get(self) -> int:
-        return self._call("get")
+        return int(self._call("get"))
 
     async def aadd(self, by: int = 1) -> int:
-        return await self._acall("add", by=by)
+        return int(await self._acall("add", by=by))
 
     async def aget(self) -> int:
-        return await self._acall("get")
+        return int(await self._acall("get"))
 
 
 class ReplQueue(_Handle):
@@ -335,7 +335,7 @@ class ReplQueue(_Handle):
 
     def put(self, value: Any) -> int:
         """Append; the queue's length after."""
-        return self._call("put", v=value)
+        return int(self._call("put", v=value))
 
     def get(self, default: Any = None) -> Any:
         """Pop the oldest value (``default`` if empty)."""
@@ -343,10 +343,10 @@ class ReplQueue(_Handle):
         return r["value"] if r["found"] else default
 
     def __len__(self) -> int:
-        return self._call("len")
+        return int(self._call("len"))
 
     async def aput(self, value: Any) -> int:
-        return await self._acall("put", v=value)
+        return int(await self._acall("put", v=value))
 
     async def aget(self, default: Any = None) -> Any:
         r = await self._acall("get")
@@ -374,7 +374,7 @@ class ReplLock(_Handle):
         r = self._call("acquire", lease=self.lease)
         if r["ok"]:
             self.token = r["token"]
-        return r["ok"]
+        return bool(r["ok"])
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Like ``threading.Lock.acquire``: polls every ``retry`` seconds."""
@@ -396,9 +396,10 @@ class ReplLock(_Handle):
         if not held:
             raise LockNotHeldError(f"lock {self.name!r} is not held by this session")
 
-    def holder(self) -> dict | None:
+    def holder(self) -> dict[str, Any] | None:
         """``{"holder": client id, "expires": log time, "token": n}`` or None."""
-        return self._call("holder")
+        holder: dict[str, Any] | None = self._call("holder")
+        return holder
 
     def locked(self) -> bool:
         return self.holder() is not None
@@ -414,7 +415,7 @@ class ReplLock(_Handle):
         r = await self._acall("acquire", lease=self.lease)
         if r["ok"]:
             self.token = r["token"]
-        return r["ok"]
+        return bool(r["ok"])
 
     async def aacquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
