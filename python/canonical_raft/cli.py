@@ -1,8 +1,9 @@
 """The command line: ``canonical-raft`` / ``python -m canonical_raft``.
 
 Subcommands: ``demo`` (a 3-process cluster that loses its leader),
-``serve`` (one node process with the key-value client protocol) and
-``inspect`` (what a data dir holds). Each module
+``serve`` (one node process with the key-value client protocol), ``inspect``
+(what a data dir holds), and the admin commands ``status``, ``add``, ``remove``,
+``transfer`` (admin.py). Each module
 adds its own options (``add_arguments``) and runs them (``run``). A command
 with a parser of its own (``bench``) gets the rest of the command line.
 """
@@ -13,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-from . import __libraft_version__, __version__, demo, inspector, server
+from . import __libraft_version__, __version__, admin, demo, inspector, server
 
 #: name -> (module with main(argv) -> int, help). Imported only when run.
 DELEGATED = {"bench": ("canonical_raft.bench", "benchmark canonical-raft against "
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help, description=help)
         module.add_arguments(cmd)
         cmd.set_defaults(run=module.run)
+    for name in admin.COMMANDS:
+        cmd = sub.add_parser(name, help=admin.HELP[name], description=admin.HELP[name])
+        admin.add_arguments(cmd, name)
     for name, (_, help) in DELEGATED.items():
         sub.add_parser(name, help=help, add_help=False)  # listed; main() hands it over
     return p

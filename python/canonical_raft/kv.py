@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict
 from typing import Any
 
 from .fsm import FSM
+from .sessions import DUPLICATE, SessionTable
+from .sessions import STALE as STALE_SEQ
 
 __all__ = ["KVStore", "set_cmd", "delete_cmd", "cas_cmd", "incr_cmd", "encode", "decode",
            "STALE"]
@@ -45,8 +46,10 @@ _MISSING = object()
 # ------------------------------------------------------------------ encoding
 
 def encode(op: str, key: str, *, client: str | None = None, seq: int | None = None,
-           **fields: Any) -> bytes:
-    """One command as compact JSON. ``client`` and ``seq`` go together."""
+           acked: int | None = None, **fields: Any) -> bytes:
+    """One command as compact JSON. ``client`` and ``seq`` go together;
+    ``acked`` (optional, field "a") is the lowest seq the client still awaits
+    an answer for (default: ``seq``, one command in flight)."""
     if op not in _OPS:
         raise ValueError(f"unknown op {op!r} (one of {', '.join(_OPS)})")
     if not isinstance(key, str):
@@ -60,6 +63,12 @@ def encode(op: str, key: str, *, client: str | None = None, seq: int | None = No
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise ValueError(f"seq must be an int >= 1, not {seq!r}")
         cmd["c"], cmd["s"] = client, seq
+        if acked is not None:
+            if not isinstance(acked, int) or isinstance(acked, bool) or not 1 <= acked <= seq:
+                raise ValueError(f"acked must be an int in 1..seq, not {acked!r}")
+            cmd["a"] = acked
+    elif acked is not None:
+        raise ValueError("acked needs client and seq")
     # allow_nan=False: NaN would make replicas disagree on equality.
     return json.dumps(cmd, separators=(",", ":"), allow_nan=False).encode()
 
@@ -73,6 +82,9 @@ def decode(command: bytes) -> dict[str, Any]:
         if not isinstance(cmd["c"], str) or not isinstance(seq, int) or isinstance(seq, bool) \
                 or seq < 1:
             raise ValueError(f"bad client id or seq in KVStore command: {command[:80]!r}")
+        acked = cmd.get("a", seq)
+        if not isinstance(acked, int) or isinstance(acked, bool) or not 1 <= acked <= seq:
+            raise ValueError(f"bad acked seq in KVStore command: {command[:80]!r}")
     return cmd
 
 
@@ -115,11 +127,15 @@ class KVStore(FSM):
     one). A forgotten client's retry of an old command would apply it again.
     """
 
-    def __init__(self, *, max_sessions: int = 100_000) -> None:
+    def __init__(self, *, max_sessions: int = 100_000,
+                 expire_after_entries: int | None = None) -> None:
         self._lock = threading.Lock()
         self._data: dict[str, Any] = {}
-        # client -> (last seq, its result), least recently active first.
-        self._sessions: OrderedDict[str, tuple[int, dict]] = OrderedDict()
+        # The per-client table (canonical_raft.sessions): sessions open
+        # implicitly on a client's first command, as kv's wire format has no
+        # registration.
+        self._sessions = SessionTable(max_sessions=max_sessions, implicit=True,
+                                      expire_after_entries=expire_after_entries)
         self.max_sessions = max_sessions
 
     # ---------------------------------------------------------- FSM
@@ -128,16 +144,18 @@ class KVStore(FSM):
         cmd = decode(command)  # a malformed command raises: logged on every node
         client, seq = cmd.get("c"), cmd.get("s")
         with self._lock:
-            if client is not None:
-                session = self._sessions.get(client)
-                if session is not None and seq <= session[0]:
-                    return dict(session[1]) if seq == session[0] else dict(STALE)
+            if client is None:
+                return dict(self._execute(cmd))
+            table = self._sessions
+            if table.expire_after_entries is not None:  # the clock serves expiry only
+                table.tick(cmd.get("t"))
+            status, cached = table.lookup(client, seq, cmd.get("a", seq))
+            if status == DUPLICATE:
+                return dict(cached[1])
+            if status == STALE_SEQ:
+                return dict(STALE)
             result = self._execute(cmd)
-            if client is not None:
-                self._sessions[client] = (seq, result)
-                self._sessions.move_to_end(client)
-                while len(self._sessions) > self.max_sessions:
-                    self._sessions.popitem(last=False)
+            table.record(client, seq, ("ok", result))
             return dict(result)
 
     def _execute(self, cmd: dict[str, Any]) -> dict:
@@ -164,16 +182,21 @@ class KVStore(FSM):
 
     def snapshot(self) -> bytes:
         with self._lock:
-            state = {"data": self._data,
-                     "sessions": [[c, s, r] for c, (s, r) in self._sessions.items()]}
+            state = {"data": self._data, "sessions": self._sessions.to_json()}
             return json.dumps(state, separators=(",", ":")).encode()
 
     def restore(self, snapshot: bytes) -> None:
         state = json.loads(snapshot)
-        sessions = OrderedDict((c, (s, r)) for c, s, r in state["sessions"])
+        table = SessionTable(max_sessions=self.max_sessions, implicit=True,
+                             expire_after_entries=self._sessions.expire_after_entries)
+        sessions = state["sessions"]
+        if isinstance(sessions, list):  # before sessions.py: [[client, seq, result], ...]
+            sessions = {"clock": 0, "now_ms": 0,
+                        "sessions": [[c, s, 0, 0, [[s, "ok", r]]] for c, s, r in sessions]}
+        table.load_json(sessions)
         with self._lock:
             self._data = state["data"]
-            self._sessions = sessions
+            self._sessions = table
 
     # ---------------------------------------------------------- reads (any thread)
 
@@ -201,5 +224,4 @@ class KVStore(FSM):
     def last_seq(self, client: str) -> int:
         """The last sequence number applied for ``client`` (0: none)."""
         with self._lock:
-            session = self._sessions.get(client)
-            return session[0] if session else 0
+            return self._sessions.last_seq(client)

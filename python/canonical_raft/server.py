@@ -44,6 +44,10 @@ cluster may mix them.
 
 ``{"op": "transfer", "to": id}`` (leader only) hands leadership to voter
 ``id`` (null: the most up-to-date one) and answers the leader id after it.
+``{"op": "add", "id": n, "address": "host:port", "role": "voter"}`` and
+``{"op": "remove", "id": n}`` (leader only) change the membership and answer
+``{"ok": true, "members": [...]}``; ``status`` lists ``members`` too
+(``canonical-raft status|add|remove|transfer`` use these: see admin.py).
 "status" names the node's engine and store.
 """
 
@@ -67,7 +71,7 @@ from .errors import (LeadershipLostError, NoConnectionError, NotLeaderError, Raf
                      ShutdownError)
 from .errors import TimeoutError as RaftTimeoutError
 from .node import Node
-from .types import LeadershipEvent
+from .types import LeadershipEvent, Role
 
 log = logging.getLogger("canonical_raft.server")
 
@@ -438,6 +442,10 @@ class Handler:
                 return self.status()
             if op == "transfer":
                 return await self.transfer(req)
+            if op == "add":
+                return await self.add(req)
+            if op == "remove":
+                return await self.remove(req)
             if op == "dump":
                 return {"ok": True, "id": self.node.id, "last_applied": self.node.last_applied,
                         "data": self.store.dump()}
@@ -511,6 +519,39 @@ class Handler:
         leader_id = await self._wait(self.node.transfer(to))
         return {"ok": True, "leader_id": leader_id}
 
+    async def add(self, req: dict) -> dict:
+        """Membership (leader only): add server ``id`` at raft ``address`` as
+        ``role`` ("voter", the default: added, caught up, promoted; "standby";
+        "spare")."""
+        sid, address, role = req["id"], req["address"], req.get("role", "voter")
+        if not isinstance(sid, int) or isinstance(sid, bool) or not isinstance(address, str):
+            raise TypeError("add needs an int id and a str address")
+        if role not in ("voter", "standby", "spare"):
+            raise ValueError(f"role must be voter, standby or spare, not {role!r}")
+        if not self.node.is_leader:
+            return self.not_leader()
+        if role == "voter":
+            await self._wait(self.node.add_voter(sid, address))
+        else:
+            await self._wait(self.node.add(sid, address))
+            if role == "standby":
+                await self._wait(self.node.assign(sid, Role.STANDBY))
+        return {"ok": True, "members": self.members()}
+
+    async def remove(self, req: dict) -> dict:
+        """Membership (leader only): remove server ``id``."""
+        sid = req["id"]
+        if not isinstance(sid, int) or isinstance(sid, bool):
+            raise TypeError("remove needs an int id")
+        if not self.node.is_leader:
+            return self.not_leader()
+        await self._wait(self.node.remove(sid))
+        return {"ok": True, "members": self.members()}
+
+    def members(self) -> list[dict]:
+        return [{"id": m.id, "address": m.address, "role": m.role.name.lower()}
+                for m in self.node.configuration]
+
     def journal(self, req: dict) -> dict:
         journal = getattr(self.node, "_journal", None)
         if journal is None:
@@ -533,7 +574,8 @@ class Handler:
                 "last_index": node.last_index, "keys": len(self.store), "pid": os.getpid(),
                 "snapshots_taken": stats["snapshots_taken"],
                 "snapshots_restored": stats["snapshots_restored"],
-                "engine": node.engine, "store": self.store_kind}
+                "engine": node.engine, "store": self.store_kind,
+                "members": self.members()}
 
 
 # ------------------------------------------------------------------ the process
