@@ -39,7 +39,10 @@ PSO_DURABILITY = "none: log in memory, no fsync"
 OUR_DURABILITY = "fsync (O_DSYNC) per entry"
 AIO_DURABILITY = "none: MemoryStore, no fsync"
 #: The asyncio engine's rows (issue 9): event loop -> variant.
-AIO_VARIANTS = {"asyncio": "asyncio, MemoryStore", "uvloop": "asyncio+uvloop, MemoryStore"}
+AIO_VARIANTS = {"asyncio": "asyncio, MemoryStore", "uvloop": "asyncio+uvloop, MemoryStore",
+                "mdb": "asyncio, MDBStore"}
+#: Issue 10's row: the asyncio engine (standard loop) on MDBStore, which syncs.
+MDB_DURABILITY = "LMDB commit with sync per write"
 #: FSM.snapshot()'s cost in the large-state scenario (issue 8's 47 MB FSM: 0.8-2.2 s).
 LARGE_STATE_SNAPSHOT_DELAY = 1.0
 
@@ -214,6 +217,12 @@ def _aio_loops() -> list[str]:
               "standard loop only", file=sys.stderr)
     else:
         loops.append("uvloop")
+    try:
+        import lmdb  # noqa: F401
+    except ImportError:
+        print("lmdb is not installed (pip install lmdb): no MDBStore row", file=sys.stderr)
+    else:
+        loops.append("mdb")  # the standard loop, on MDBStore
     return loops
 
 
@@ -338,15 +347,17 @@ def _asyncio_engine(plan, loop, root, results, progress) -> None:
     lag of that loop (how late a 1 ms sleep wakes up) meanwhile."""
     variant = AIO_VARIANTS[loop]
     name = f"canonical-raft ({variant})"
+    event_loop, store = ("asyncio", "mdb") if loop == "mdb" else (loop, "memory")
+    durability = MDB_DURABILITY if store == "mdb" else AIO_DURABILITY
     progress(f"{name}, 3 nodes: starting")
     with NodeCluster("canonical-raft", 3, root, name=f"aio-{loop}-{len(results['runs'])}",
-                     extra={"engine": "asyncio", "loop": loop}) as c:
+                     extra={"engine": "asyncio", "loop": event_loop, "store": store}) as c:
         progress(f"{name}: 1000 tasks awaiting apply(), 64 B, {plan.seconds:g} s, "
                  f"loop lag probed")
         r = c.throughput(plan.seconds, 1000, 64)
         r.pop("errors", None)
         results["runs"].append({"system": "canonical-raft", "variant": variant, "nodes": 3,
-                                "size": 64, "durability": AIO_DURABILITY, "loop": loop, **r})
+                                "size": 64, "durability": durability, "loop": loop, **r})
         results["rss"].append({"what": f"{name}, 3 nodes, after 1000 in flight",
                                "nodes": c.rss()})
         progress(f"{name}: one await apply() at a time, 64 B, {plan.latency_seconds:g} s")

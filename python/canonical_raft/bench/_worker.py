@@ -185,8 +185,14 @@ class CraftNode:
         self.fsm = BenchFSM()
         cluster = {int(k): v for k, v in spec["cluster"].items()}
         config = raft.Config(**spec.get("config", {}))
-        engine = {} if spec.get("engine", "uv") == "uv" else {
-            "engine": spec["engine"], "store": raft.MemoryStore()}
+        engine: dict = {}
+        if spec.get("engine", "uv") != "uv":
+            if spec.get("store", "memory") == "mdb":
+                from canonical_raft.store.mdb import MDBStore
+                store = MDBStore(os.path.join(spec["data_dir"], "mdb"))
+            else:
+                store = raft.MemoryStore()
+            engine = {"engine": spec["engine"], "store": store}
         self.node = raft.Node(spec["id"], cluster[spec["id"]], self.fsm, spec["data_dir"],
                               cluster=cluster, config=config, **engine)
         self.started_at: float | None = None
