@@ -114,18 +114,19 @@ def write(data_dir: str, identity: Identity) -> None:
 
 
 def prepare(data_dir: str, node_id: int, cluster: list[tuple[int, str]],
-            has_state: bool | None = None) -> Identity:
+            has_state: bool | None = None, volatile: bool = False) -> Identity:
     """Check data_dir against the node about to start there and write its
     identity. Raises IdentityError naming both values on a mismatch."""
     stored = read(data_dir)
     wanted = cluster_id_for(cluster) if cluster else None
     # The uv engine's state is its files; the asyncio engine's is in its store.
     state = has_raft_state(data_dir) if has_state is None else has_state
-    if not state and has_state is not None and stored is not None \
-            and stored.cluster_id is not None:
-        # Asyncio engine: this dir served a member of a cluster, but the store
-        # it is given now is empty (a MemoryStore after a restart, or another
-        # store). Starting would forget its term and vote: it could vote twice.
+    if not state and volatile and stored is not None and stored.cluster_id is not None:
+        # Asyncio engine: this dir served a member of a cluster, but the
+        # volatile store it is given now is empty (a new MemoryStore after a
+        # restart): starting would forget its term and vote, so it could vote
+        # twice. (An empty durable store only means nothing was written yet:
+        # a node votes only after a durable write.)
         raise IdentityError(f"data dir {data_dir} belongs to node {stored.node_id} of cluster "
                             f"{stored.cluster_id}, but its store is empty: the node would have "
                             "forgotten its term and vote (it could vote twice). Start it on the "

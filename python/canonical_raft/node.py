@@ -224,8 +224,9 @@ class Node:
         """Asyncio engine, once its store is loaded, before any bootstrap (in a
         worker thread: it may write the identity file)."""
         if self.data_dir is not None:
+            volatile = bool(getattr(self._engine.store, "volatile", False))
             self._identity = identity.prepare(self.data_dir, self.id, self._bootstrap,
-                                              has_state=has_state)
+                                              has_state=has_state, volatile=volatile)
 
     def _prepare_storage(self) -> None:
         """Lock the data dir, check it, and settle this node's identity."""

@@ -51,6 +51,10 @@ class Persisted:
 
 @runtime_checkable
 class Store(Protocol):
+    """A store may set ``volatile = True`` when its contents do not survive
+    the process (MemoryStore): a data dir whose node ran on it then refuses a
+    new, empty one."""
+
     async def load(self) -> Persisted:
         """Everything persisted. Called once, before the node starts."""
 

@@ -21,6 +21,10 @@ from .base import Entry, Persisted, Snapshot
 
 
 class MemoryStore:
+    #: Its contents die with the process: a data dir that ran on one refuses a
+    #: new, empty one (identity.prepare), since the node's vote would be lost.
+    volatile = True
+
     def __init__(self, *, sync_delay: float = 0.0) -> None:
         self.sync_delay = sync_delay
         self._durable = Persisted()
