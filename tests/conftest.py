@@ -174,7 +174,8 @@ class Cluster:
         return self.base / f"node{node_id}"
 
     def make(self, node_id: int, *, bootstrap: bool = True, fsm: raft.FSM | None = None,
-             config: raft.Config | None = None) -> raft.Node:
+             config: raft.Config | None = None,
+             forward: dict[int, str] | None = None) -> raft.Node:
         """A new, not yet started Node for node_id."""
         if node_id not in self.addresses:
             self.addresses[node_id] = f"127.0.0.1:{free_port()}"
@@ -184,7 +185,8 @@ class Cluster:
         node = raft.Node(node_id, self.addresses[node_id], fsm if fsm is not None else KV(),
                          self.data_dir(node_id),
                          cluster=self.initial if bootstrap else None,
-                         config=config or self.config, engine=self.engine, store=store)
+                         config=config or self.config, engine=self.engine, store=store,
+                         forward=forward)
         self.every_node.append(node)
         return node
 

@@ -16,13 +16,13 @@ import time
 import weakref
 from typing import Any, AsyncIterator, Callable, Iterable
 
-from . import _applier, _core, identity
+from . import _applier, _core, forwarding, identity
 from ._preflight import check_bindable, check_metadata, newest_snapshot
 from ._snapshots import Snapshots
 from ._uv_engine import UvEngine
 from .aio.engine import AsyncioEngine
 from .config import Config, check_id, parse_address, to_options
-from .errors import (BadIdError, BusyError, CorruptError, DataDirLockedError,
+from .errors import (AddressInUseError, BadIdError, BusyError, CorruptError, DataDirLockedError,
                      InvalidConfigError, NotLeaderError, RaftError, ShutdownError,
                      TimeoutError, TooBigError, from_core)
 from .events import EventHub
@@ -62,7 +62,8 @@ class Node:
 
     def __init__(self, id: int, address: str, fsm: FSM, data_dir: str | os.PathLike | None = None,
                  *, cluster: dict[int, str] | None = None, config: Config | None = None,
-                 engine: str = "uv", store: Any = None, tls: TLS | None = None) -> None:
+                 engine: str = "uv", store: Any = None, tls: TLS | None = None,
+                 forward: dict[int, str] | None = None) -> None:
         self.id = check_id(id)
         parse_address(address)
         self.address = address
@@ -90,6 +91,10 @@ class Node:
                                          f"bytes, not {path!r}")
             self.data_dir = os.path.abspath(path)
         self._bootstrap = self._check_cluster(cluster)
+        # Forwarding from followers (forwarding.py): every member's side address.
+        self._forward = forwarding.check(forward, self.id) if forward is not None else None
+        self._fwd_server: forwarding.Server | None = None
+        self._fwd_client: forwarding.Client | None = None
 
         self._core: _core.NodeCore | None = None
         self._lock_fd: int | None = None
@@ -173,6 +178,13 @@ class Node:
             if self._started:
                 return self
             self._prepare_storage()
+            if self._forward is not None and self._fwd_server is None:
+                try:
+                    self._fwd_server = forwarding.Server(self, self._forward[self.id])
+                except OSError as exc:
+                    self._unlock_data_dir()
+                    raise AddressInUseError(f"cannot listen on the forwarding address "
+                                            f"{self._forward[self.id]}: {exc}") from None
             if self._unhook_own is None:  # before the applier runs: it may lead at once
                 self._unhook_own = self._events.add_callback(self._on_own_event)
             trace_level = self._config.trace_level
@@ -217,6 +229,8 @@ class Node:
                 raise
             self._started = True
             _live_nodes.add(self)
+            if self._forward is not None:
+                self._fwd_client = forwarding.Client(self, self._forward)
         self._report_membership()
         return self
 
@@ -264,6 +278,9 @@ class Node:
                         self.id, removed_at)
 
     def _abort_start(self) -> None:
+        if self._fwd_server is not None:
+            self._fwd_server.close()
+            self._fwd_server = None
         self._engine.close(self)
         self._core = None
         self._unlock_data_dir()
@@ -313,6 +330,10 @@ class Node:
                     log.warning("node %d: leadership transfer before close failed: %s",
                                 self.id, exc)
             self._closed = True
+            if self._fwd_server is not None:
+                self._fwd_server.close()
+            if self._fwd_client is not None:
+                self._fwd_client.close()
             if started:
                 self._engine.close(self)  # blocks until libraft and its io are closed
                 if not self._on_applier_thread():
@@ -375,7 +396,27 @@ class Node:
         ``max_pending_bytes`` bytes) submitted on this node may be unresolved.
         Past that, apply() raises BusyError at once (safe inside an event loop),
         or with ``timeout`` waits up to that many seconds for room first. A
-        BusyError command was never submitted: retrying it cannot apply it twice."""
+        BusyError command was never submitted: retrying it cannot apply it twice.
+
+        With ``Node(forward=...)``, on a follower the command is forwarded to the
+        leader and the future resolves to the leader's result (forwarding.py)."""
+        if self._fwd_client is not None and not self.is_leader:
+            return self._forwarded(forwarding.APPLY, command)
+        return self._apply_here(command, timeout=timeout)
+
+    def _forwarded(self, kind: int, command: bytes) -> ApplyFuture:
+        if type(command) is not bytes:
+            command = _as_command(command)
+        if len(command) > self._command_limit:
+            raise TooBigError(f"command of {len(command)} bytes exceeds the limit of "
+                              f"{self._command_limit} (Config.max_command_size)")
+        self._check_open()
+        fut = ApplyFuture(self._applier_ident, len(command))
+        assert self._fwd_client is not None
+        self._fwd_client.submit(kind, command, fut)
+        return fut
+
+    def _apply_here(self, command: bytes, *, timeout: float | None = None) -> ApplyFuture:
         if type(command) is not bytes:
             command = _as_command(command)
         n = len(command)
@@ -502,6 +543,11 @@ class Node:
     def barrier(self) -> Future:
         """Resolves once every entry committed before it is applied to this FSM.
         On the leader, a read after ``barrier().result()`` is linearizable."""
+        if self._fwd_client is not None and not self.is_leader:
+            return self._forwarded(forwarding.BARRIER, b"")
+        return self._barrier_here()
+
+    def _barrier_here(self) -> Future:
         return self._request(lambda core, rid: core.barrier(rid))
 
     def add(self, id: int, address: str) -> Future:

@@ -1,0 +1,248 @@
+"""Forwarding: ``apply()`` and ``barrier()`` on a follower travel to the leader.
+
+Opt-in per node: ``Node(..., forward={id: "host:port", ...})`` gives every
+member's forwarding address (a side channel beside the Raft port, on either
+engine). The node listens on its own entry; on a follower, ``apply()`` sends the
+command to the leader's entry and the future resolves to the leader's result.
+
+The wire: requests ``u32 length | u8 kind (0 apply, 1 barrier) | u64 id |
+command`` and replies ``u32 length | u64 id | u8 kind | payload`` on one TCP
+connection per follower, pipelined. A result, and an exception FSM.apply
+raised, travel pickled (only a follower unpickles, what the leader of its own
+cluster sent); a RaftError as JSON (class, message, indeterminate, leader). A connection lost
+with requests in flight fails them as indeterminate (the command may still
+commit): retry through a session (``canonical_raft.sessions``) so nothing
+applies twice. Listen on a private network: the port accepts commands from
+whoever reaches it, as the uv engine's Raft port does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import queue
+import socket
+import struct
+import threading
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+
+from . import errors
+from .config import parse_address
+from .futures import Future
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("canonical_raft.forwarding")
+
+_REQ = struct.Struct("<IBQ")   # length of the rest, kind, id
+_REP = struct.Struct("<IQB")   # length of the rest, id, ok
+APPLY, BARRIER = 0, 1
+_ERROR, _RESULT, _RAISED = 0, 1, 2  # reply kinds: a RaftError, a result, the FSM's exception
+MAX_FRAME = 64 * 1024 * 1024
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise ConnectionError("closed")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _encode_error(exc: BaseException) -> bytes:
+    doc = {"class": type(exc).__name__, "message": str(exc),
+           "indeterminate": getattr(exc, "indeterminate", None),
+           "leader_id": getattr(exc, "leader_id", None),
+           "leader_address": getattr(exc, "leader_address", None)}
+    return json.dumps(doc).encode()
+
+
+def _decode_error(payload: bytes) -> BaseException:
+    doc = json.loads(payload)
+    cls = getattr(errors, doc.get("class", ""), None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.RaftError)):
+        return errors.RaftError(f"the leader failed the command: {doc['class']}: "
+                                f"{doc['message']}")
+    if cls is errors.NotLeaderError:
+        return errors.NotLeaderError(doc["message"], leader_id=doc.get("leader_id"),
+                                     leader_address=doc.get("leader_address"))
+    return cls(doc["message"], indeterminate=doc.get("indeterminate"))
+
+
+class Server:
+    """The leader side: applies what followers forward, answers in order of
+    completion (ids match them up)."""
+
+    def __init__(self, node: Node, address: str) -> None:
+        self.node = node
+        host, port = parse_address(address)
+        self.sock = socket.create_server((host, port), reuse_port=False)
+        self.thread = threading.Thread(target=self._accept, daemon=True,
+                                       name=f"canonical-raft-forward-{node.id}")
+        self.thread.start()
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        # Replies leave from a writer thread: futures resolve on the applier
+        # thread, which must never wait on a socket. The queue holds at most
+        # what the leader admitted (its backpressure bounds it).
+        out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+        def write() -> None:
+            while (frame := out.get()) is not None:
+                try:
+                    conn.sendall(frame)
+                except OSError:
+                    return
+        threading.Thread(target=write, daemon=True).start()
+
+        def reply(rid: int, ok: int, payload: bytes) -> None:
+            out.put(_REP.pack(len(payload) + 9, rid, ok) + payload)
+
+        def done(rid: int, fut: Future) -> None:
+            exc = fut.exception()
+            try:
+                if exc is None:
+                    reply(rid, _RESULT, pickle.dumps(fut.result()))
+                elif isinstance(exc, errors.RaftError):
+                    reply(rid, _ERROR, _encode_error(exc))
+                else:  # the FSM's own exception (applied; raised alike everywhere)
+                    reply(rid, _RAISED, pickle.dumps(exc))
+            except Exception as err:  # unpicklable: say so, the command was applied
+                reply(rid, _ERROR, _encode_error(errors.RaftError(
+                    f"the outcome cannot travel back: {err!r}", indeterminate=False)))
+
+        try:
+            while True:
+                length, kind, rid = _REQ.unpack(_read_exact(conn, _REQ.size))
+                if not 9 <= length <= MAX_FRAME or kind not in (APPLY, BARRIER):
+                    log.warning("node %d: refused a forwarding connection: bad frame",
+                                self.node.id)
+                    return
+                command = _read_exact(conn, length - 9)
+                try:
+                    fut = (self.node._apply_here(command) if kind == APPLY
+                           else self.node._barrier_here())
+                except errors.RaftError as exc:
+                    reply(rid, _ERROR, _encode_error(exc))
+                    continue
+                fut.add_done_callback(lambda f, r=rid: done(r, f))
+        except (ConnectionError, OSError, struct.error):
+            return
+        finally:
+            out.put(None)
+            conn.close()
+
+
+class Client:
+    """The follower side: one pipelined connection to the current leader."""
+
+    def __init__(self, node: Node, addresses: Dict[int, str]) -> None:
+        self.node = node
+        self.addresses = addresses
+        self.lock = threading.Lock()
+        self.conn: Optional[Tuple[int, socket.socket]] = None
+        self.pending: Dict[int, Future] = {}
+        self.next_id = 1
+
+    def submit(self, kind: int, command: bytes, fut: Future) -> None:
+        leader = self.node.leader
+        target = self.addresses.get(leader.id) if leader is not None else None
+        if leader is None or target is None or leader.id == self.node.id:
+            fut.set_exception(errors.NotLeaderError(
+                "not the leader, and no leader to forward to",
+                leader_id=leader.id if leader else None,
+                leader_address=leader.address if leader else None))
+            return
+        with self.lock:
+            rid = self.next_id
+            self.next_id += 1
+            try:
+                sock = self._connect(leader.id, target)
+                self.pending[rid] = fut
+                sock.sendall(_REQ.pack(len(command) + 9, kind, rid) + command)
+            except OSError as exc:
+                sent = self.pending.pop(rid, None) is not None
+                self._drop(f"forwarding to node {leader.id} at {target} failed")
+                if not fut.done():
+                    fut.set_exception(errors.NoConnectionError(
+                        f"cannot forward to the leader (node {leader.id} at {target}): {exc}",
+                        indeterminate=sent))
+
+    def _connect(self, leader_id: int, address: str) -> socket.socket:
+        if self.conn is not None and self.conn[0] == leader_id:
+            return self.conn[1]
+        self._drop("the leader changed")
+        host, port = parse_address(address)
+        sock = socket.create_connection((host, port), timeout=5)
+        sock.settimeout(None)
+        self.conn = (leader_id, sock)
+        threading.Thread(target=self._read, args=(sock,), daemon=True).start()
+        return sock
+
+    def _drop(self, why: str) -> None:
+        """Close the connection; what was in flight may still commit."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn[1].close()
+            except OSError:
+                pass
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(errors.LeadershipLostError(
+                    f"forwarded command in flight when {why}", indeterminate=True))
+
+    def _read(self, sock: socket.socket) -> None:
+        try:
+            while True:
+                length, rid, ok = _REP.unpack(_read_exact(sock, _REP.size))
+                payload = _read_exact(sock, length - 9)
+                with self.lock:
+                    fut = self.pending.pop(rid, None)
+                if fut is None or fut.done():
+                    continue
+                if ok == _RESULT:
+                    fut.set_result(pickle.loads(payload))
+                elif ok == _RAISED:
+                    fut.set_exception(pickle.loads(payload))
+                else:
+                    fut.set_exception(_decode_error(payload))
+        except (ConnectionError, OSError, struct.error, ValueError):
+            with self.lock:
+                if self.conn is not None and self.conn[1] is sock:
+                    self._drop("the connection to the leader was lost")
+
+    def close(self) -> None:
+        with self.lock:
+            self._drop("the node closed")
+
+
+def check(forward: Any, node_id: int) -> Dict[int, str]:
+    """Validate ``Node(forward=...)``."""
+    if not isinstance(forward, dict) or node_id not in forward:
+        raise errors.InvalidConfigError("forward must be a dict {id: 'host:port'} that lists "
+                                        "this node")
+    for sid, addr in forward.items():
+        parse_address(addr, what=f"forwarding address of server {sid}")
+    return dict(forward)

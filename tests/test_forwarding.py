@@ -1,0 +1,74 @@
+"""Forwarding (opt-in, Node(forward={id: address})): apply() and barrier() on a
+follower travel to the leader and resolve to its result, on both engines."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import FAST, KV, WAIT, free_port, wait_for
+
+import canonical_raft as raft
+from canonical_raft.sessions import Session, SessionFSM
+
+
+@pytest.fixture
+def forwarding_cluster(cluster):
+    def make(fsm_factory=KV):
+        c = cluster(3, start=False)
+        forward = {i: f"127.0.0.1:{free_port()}" for i in c.addresses}
+
+        def start(i):
+            node = c.make(i, fsm=fsm_factory(), forward=forward).start()
+            c.nodes[i] = node
+            return node
+        for i in c.addresses:
+            start(i)
+        c.leader()
+        return c, forward, start
+    return make
+
+
+def test_a_follower_forwards_to_the_leader_and_gets_its_result(forwarding_cluster):
+    c, _, _ = forwarding_cluster()
+    leader = c.leader()
+    follower = c.followers()[0]
+    assert follower.apply(b"set k v").result(WAIT) == "v"
+    assert [follower.apply(b"incr n") for _ in range(100)][-1].result(WAIT) == 100
+    follower.barrier().result(WAIT)
+    assert follower.fsm.data["n"] == "100"  # a forwarded barrier: applied here too
+    with pytest.raises(ValueError):       # the FSM's own exception comes back named
+        follower.apply(b"fail boom").result(WAIT)
+    assert leader.fsm.data["k"] == "v"
+    c.converge()
+
+
+def test_forwarding_is_opt_in_per_node(cluster):
+    c = cluster(3)
+    with pytest.raises(raft.NotLeaderError):
+        c.followers()[0].apply(b"set k v").result(WAIT)
+
+
+def test_leader_loss_keeps_forwarded_writes_exactly_once_with_a_session(forwarding_cluster):
+    c, _, start = forwarding_cluster(lambda: SessionFSM(KV()))
+    leader = c.leader()
+    follower = c.followers()[0]
+    session = Session([follower])  # the follower forwards for it
+    for i in range(20):
+        session.call(f"incr a".encode(), timeout=WAIT)
+    c.stop(leader.id)
+    wait_for(lambda: any(n.is_leader for n in c.nodes.values()), what="a new leader")
+    for i in range(20):
+        session.call(f"incr a".encode(), timeout=WAIT)
+    start(leader.id)
+    new = c.leader()
+    new.barrier().result(WAIT)
+    for node in c.nodes.values():
+        node.wait_applied(new.last_applied, WAIT)
+        assert node.fsm.inner.data["a"] == "40", node.fsm.inner.data  # no loss, no double
+
+
+def test_a_bad_forward_map_is_refused(tmp_path):
+    addr = f"127.0.0.1:{free_port()}"
+    with pytest.raises(raft.InvalidConfigError, match="forward"):
+        raft.Node(1, addr, KV(), tmp_path, cluster={1: addr}, forward={2: "127.0.0.1:1"})
+    with pytest.raises(raft.InvalidConfigError):
+        raft.Node(1, addr, KV(), tmp_path, cluster={1: addr}, forward={1: "nohost"})
