@@ -18,6 +18,7 @@ whoever reaches it, as the uv engine's Raft port does.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pickle
@@ -145,7 +146,7 @@ class Server:
                 except errors.RaftError as exc:
                     reply(rid, _ERROR, _encode_error(exc))
                     continue
-                fut.add_done_callback(lambda f, r=rid: done(r, f))
+                fut.add_done_callback(functools.partial(done, rid))
         except (ConnectionError, OSError, struct.error):
             return
         finally:
