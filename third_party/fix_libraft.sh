@@ -279,3 +279,15 @@ fix install-snapshot-leak recv_install_snapshot.c \
 #     raft_fixture (the simulation) is affected, not raft_uv.
 fix fixture-truncate fixture.c \
   's/(\n[ \t]*)n = \(size_t\)\(index - 1\); \/\* Number of entries left after truncation \*\//$1\/* canonical-raft fix: fixture-truncate *\/$1n = index > io->start_index ? (size_t)(index - 1 - io->start_index) : 0;/'
+
+# 13. A leader decides to send InstallSnapshot for its snapshot at index/term X,
+#     then loads it (io->snapshot_get) asynchronously; if a newer snapshot was
+#     taken meanwhile, legacyLoadSnapshotCb moved the message's last_index to the
+#     loaded one but kept the old last_term. The follower then installed e.g.
+#     31^11 where the leader's entry 31 is 31^13, found a "conflicting committed
+#     entry" at the next AppendEntries and returned RAFT_SHUTDOWN, whose error
+#     path frees the entries batch twice (recvAppendEntries and recvCb): "double
+#     free" in the simulation (seed 5000105, 5 servers, snapshots on). Not
+#     fixture-specific: raft_uv's snapshot_get also returns the latest snapshot.
+fix snapshot-load-term legacy.c \
+  's/(\n([ \t]*)params->last_index = snapshot->index;\n)/$1$2params->last_term = snapshot->term; \/* canonical-raft fix: snapshot-load-term *\/\n/'
