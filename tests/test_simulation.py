@@ -34,15 +34,13 @@ STEPS = int(os.environ.get("SIM_STEPS", "2000"))
 SLOW_SCHEDULES = 20_000
 CONFIGS = [(3, False), (3, True), (5, False), (5, True)]
 HEAL_MS = 60_000  # liveness bound after healing, in simulated ms
-# Frequent snapshots (threshold 8..64) in a third of the schedules. Still off by
-# default. fix_libraft.sh's fixture-truncate fixes the first crash (the fixture's
-# ioMethodTruncate ignored start_index after an installed snapshot; C test:
-# tests/libraft/regress.c fixture-truncate), and the 3-server schedules now pass
-# with snapshots on, but a second fixture crash remains in 5-server schedules:
-# SIM_SNAPSHOTS=1, run_schedule(5000105, 5, False) aborts with "free(): double
-# free detected in tcache 2" inside raft_fixture_step (valgrind: invalid free;
-# not yet located). SIM_SNAPSHOTS=1 reproduces it.
-SNAPSHOTS = os.environ.get("SIM_SNAPSHOTS", "0") == "1"
+# Frequent snapshots (threshold 8..64, trailing 2..16) in a third of the
+# schedules; SIM_SNAPSHOTS=0 turns them off. Two fixes of fix_libraft.sh made that
+# possible: fixture-truncate (the fixture's ioMethodTruncate ignored start_index
+# after an installed snapshot; C test: tests/libraft/regress.c fixture-truncate)
+# and snapshot-load-term (an InstallSnapshot whose snapshot was replaced while
+# loading carried the old term; test_regression_snapshot_load_term below).
+SNAPSHOTS = os.environ.get("SIM_SNAPSHOTS", "1") == "1"
 DEPOSE = os.environ.get("SIM_DEPOSE", "1") == "1"
 
 
@@ -68,10 +66,10 @@ class ScheduleFailure(AssertionError):
 
 
 def run_schedule(seed: int, n: int = 3, pre_vote: bool = False, steps: int = STEPS,
-                 fsm=LogFSM) -> dict:
+                 fsm=LogFSM, *, snapshots: bool = SNAPSHOTS) -> dict:
     """Run one seeded schedule; raise ScheduleFailure naming the seed on a violation."""
     try:
-        return _run(seed, n, pre_vote, steps, fsm)
+        return _run(seed, n, pre_vote, steps, fsm, snapshots)
     except raft.RaftError as exc:  # e.g. no leader after healing: a liveness failure
         raise ScheduleFailure(f"schedule seed={seed} n={n} pre_vote={pre_vote} failed: "
                               f"{type(exc).__name__}: {exc}") from exc
@@ -80,10 +78,10 @@ def run_schedule(seed: int, n: int = 3, pre_vote: bool = False, steps: int = STE
                               f"{exc}") from exc
 
 
-def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm) -> dict:
+def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool) -> dict:
     c = Cluster(n, fsm=fsm, seed=seed, pre_vote=pre_vote)
     rng = c.random
-    if rng.random() < 0.3 and SNAPSHOTS:
+    if rng.random() < 1 / 3 and snapshots:
         c.set_snapshot_threshold(rng.choice([8, 16, 64]), trailing=rng.choice([2, 4, 16]))
     proposed: list[tuple[bytes, raft.ApplyFuture]] = []
     counter = itertools.count()
@@ -216,6 +214,17 @@ def test_a_diverging_fsm_is_reported_with_its_seed(capsys):
                                               r"replicas disagree"):
         _run_many([7], 3, False, 600, fsm=Diverging)
     assert "FAILING SEED: 7" in capsys.readouterr().out
+
+
+def test_regression_snapshot_load_term():
+    """fix_libraft.sh snapshot-load-term: the leader (server 4) decides to send its
+    snapshot 23^11 to server 2, takes snapshot 31^13 while loading it, and sent
+    31 with term 11; server 2 installed 31^11, then met the leader's 31^13 as a
+    conflicting committed entry: RAFT_SHUTDOWN, whose error path frees the
+    AppendEntries batch twice. Without the fix this aborts the process ("free():
+    double free detected in tcache 2")."""
+    stats = run_schedule(5000105, 5, False, 2000, snapshots=True)
+    assert stats["acked"] > 0
 
 
 def test_regression_figure8_no_commit_of_earlier_term_by_counting():
