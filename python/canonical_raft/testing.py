@@ -42,7 +42,7 @@ from ._codec import snapshot_bytes
 from .errors import NotLeaderError, RaftError, TimeoutError, error_from_code, from_core
 from .fsm import FSM
 from .futures import ApplyFuture
-from .types import State
+from .types import Role, State
 
 __all__ = ["Cluster", "ClusterFuture", "ELECTION_TIMEOUT", "HEARTBEAT_TIMEOUT"]
 
@@ -107,6 +107,7 @@ class Cluster:
             raise ValueError(f"n must be an int in [1, {_core.FIXTURE_MAX_SERVERS}], not {n!r}")
         self.seed = seed
         self.pre_vote = pre_vote
+        self._fsm_factory = fsm
         self._fsms: list[FSM] = [fsm() for _ in range(n)]
         #: A random.Random seeded with ``seed``, for the test's own choices.
         self.random = random.Random(seed)
@@ -115,6 +116,7 @@ class Cluster:
                      for _ in range(n)])
         # A stream of its own, so that cluster.random stays the test's.
         timer = random.Random(f"canonical_raft.testing.Cluster/election/{seed}")
+        self._timer = timer  # grow() draws a new server's seed from it
         seeds = [] if seed is None else [timer.getrandbits(32) for _ in range(n)]
         try:
             self._core = _core.FixtureCore(self._fsms, pre_vote, True, trace, timeouts, seeds)
@@ -318,10 +320,7 @@ class Cluster:
                 raise TypeError(f"command must be bytes, not {type(command).__name__}")
         fut = ClusterFuture()
         if on is None:
-            on = self.leader
-            if on is None:  # the stable-leader view lags; accept any live leader
-                on = next((j for j in range(self.n)
-                           if self._core.alive(j) and self._core.state(j) == State.LEADER), None)
+            on = self._live_leader()
         if on is None:
             fut.set_exception(NotLeaderError("no leader in the cluster"))
             return fut
@@ -335,6 +334,78 @@ class Cluster:
         fut._request_id = rid
         self._pending[rid] = fut
         return fut
+
+    # ------------------------------------------------------------ membership
+
+    def grow(self) -> int:
+        """Add a server to the fixture and start it, with an empty log and a new
+        FSM from the factory; returns its index (its Raft id is index + 1).
+
+        It is not a member yet: ``add`` it, then ``assign`` it a role. The fixture
+        holds at most 8 servers, removed ones included (a server cannot be
+        deleted, only removed from the configuration and killed).
+        """
+        fsm = self._fsm_factory()
+        seeds = [] if self.seed is None else [self._timer.getrandbits(32)]
+        try:
+            i = self._core.grow(fsm, seeds)
+        except _core.CoreError as exc:
+            raise from_core(exc) from None
+        self._fsms.append(fsm)
+        self._disk_latency.append(10)
+        return i
+
+    def add(self, i: int, *, on: int | None = None) -> ClusterFuture:
+        """Propose adding server ``i`` (see ``grow``) to the configuration as a
+        spare, on server ``on`` (default: the leader). The future resolves to None
+        once the change is committed, or fails as ``apply``'s does (a change
+        already in flight: CantChangeError)."""
+        return self._change(0, i, Role.SPARE, on)
+
+    def assign(self, i: int, role: Role, *, on: int | None = None) -> ClusterFuture:
+        """Propose giving server ``i`` the ``role`` (Role.VOTER, STANDBY or SPARE).
+        libraft first catches a new voter up, then commits the change; the future
+        resolves to None then."""
+        return self._change(1, i, Role(role), on)
+
+    def remove(self, i: int, *, on: int | None = None) -> ClusterFuture:
+        """Propose removing server ``i`` from the configuration. The server keeps
+        running (it no longer hears from the leader); ``kill`` it once removed."""
+        return self._change(2, i, Role.SPARE, on)
+
+    def configuration(self, i: int | None = None) -> dict[int, Role]:
+        """Server ``i``'s configuration (default: the leader's, or None without
+        one), as {server index: role}; it includes uncommitted changes."""
+        if i is None:
+            i = self.leader
+            if i is None:
+                raise NotLeaderError("no leader in the cluster")
+        return {j: Role(role) for j, role in self._core.configuration(self._check(i))}
+
+    def _change(self, kind: int, i: int, role: Role, on: int | None) -> ClusterFuture:
+        self._check(i)
+        fut = ClusterFuture()
+        if on is None:
+            on = self._live_leader()
+        if on is None:
+            fut.set_exception(NotLeaderError("no leader in the cluster"))
+            return fut
+        rid = next(self._ids)
+        try:
+            self._core.change(self._check(on), rid, kind, i, int(role))
+        except _core.CoreError as exc:
+            fut.set_exception(from_core(exc))
+            return fut
+        fut._request_id = rid
+        self._pending[rid] = fut
+        return fut
+
+    def _live_leader(self) -> int | None:
+        on = self.leader
+        if on is None:  # the stable-leader view lags; accept any live leader
+            on = next((j for j in range(self.n)
+                       if self._core.alive(j) and self._core.state(j) == State.LEADER), None)
+        return on
 
     # ------------------------------------------------------------ faults
 
@@ -516,7 +587,8 @@ class Cluster:
             fut = pending.pop(rid, None)
             if fut is None:
                 continue
-            fut.index = index
+            if index:  # 0: a membership change
+                fut.index = index
             if ok:
                 fut.set_result(value)
             else:
