@@ -27,6 +27,7 @@ import time
 import pytest
 
 import canonical_raft as raft
+from canonical_raft._core import FIXTURE_MAX_SERVERS
 from canonical_raft.testing import Cluster
 
 SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "500"))
@@ -42,6 +43,8 @@ HEAL_MS = 60_000  # liveness bound after healing, in simulated ms
 # loading carried the old term; test_regression_snapshot_load_term below).
 SNAPSHOTS = os.environ.get("SIM_SNAPSHOTS", "1") == "1"
 DEPOSE = os.environ.get("SIM_DEPOSE", "1") == "1"
+MEMBERSHIP = os.environ.get("SIM_MEMBERSHIP", "1") == "1"
+CHANGE_RATE = 0.05  # chance, after each batch of steps, of a membership change
 
 
 class LogFSM(raft.FSM):
@@ -66,10 +69,17 @@ class ScheduleFailure(AssertionError):
 
 
 def run_schedule(seed: int, n: int = 3, pre_vote: bool = False, steps: int = STEPS,
-                 fsm=LogFSM, *, snapshots: bool = SNAPSHOTS) -> dict:
-    """Run one seeded schedule; raise ScheduleFailure naming the seed on a violation."""
+                 fsm=LogFSM, *, snapshots: bool = SNAPSHOTS,
+                 membership: bool | None = None) -> dict:
+    """Run one seeded schedule; raise ScheduleFailure naming the seed on a violation.
+
+    ``membership`` (default: on for 5 servers, unless SIM_MEMBERSHIP=0) mixes in
+    membership changes; with it off, the random stream is that of the schedules
+    before membership changes existed (the regression seeds rely on it)."""
+    if membership is None:
+        membership = MEMBERSHIP and n == 5
     try:
-        return _run(seed, n, pre_vote, steps, fsm, snapshots)
+        return _run(seed, n, pre_vote, steps, fsm, snapshots, membership)
     except raft.RaftError as exc:  # e.g. no leader after healing: a liveness failure
         raise ScheduleFailure(f"schedule seed={seed} n={n} pre_vote={pre_vote} failed: "
                               f"{type(exc).__name__}: {exc}") from exc
@@ -78,18 +88,106 @@ def run_schedule(seed: int, n: int = 3, pre_vote: bool = False, steps: int = STE
                               f"{exc}") from exc
 
 
-def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool) -> dict:
+class Membership:
+    """Random membership changes, one at a time: grow a server and add it, assign
+    a role, remove a follower. A server whose removal is confirmed is killed for
+    good (as an operator would stop it): ``gone``. At least 3 voters remain."""
+
+    def __init__(self, c: Cluster, rng) -> None:
+        self.c = c
+        self.rng = rng
+        self.gone: set[int] = set()
+        self.pending: raft.ApplyFuture | None = None
+        self.removing: int | None = None
+        self.changes = {"add": 0, "assign": 0, "remove": 0, "ok": 0}
+
+    def poll(self) -> None:
+        fut = self.pending
+        if fut is None or not fut.done():
+            return
+        if fut.exception() is None:
+            self.changes["ok"] += 1
+            if self.removing is not None:
+                self.gone.add(self.removing)
+                if self.c.alive(self.removing):
+                    self.c.kill(self.removing)
+        self.pending = self.removing = None
+
+    def stop_outsiders(self) -> None:
+        """Kill the servers that the configuration of the live leader of the
+        highest term lacks or holds as spares (for the final phase).
+
+        libraft replicates nothing to spares or removed servers, so one demoted
+        or removed while cut off never learns it: it still counts itself a voter
+        and campaigns for ever. The cluster works (the others ignore it while
+        they have a leader), but the fixture's stable-leader test asks every
+        server about its own configuration, so it never sees a stable leader."""
+        c = self.c
+        leaders = [j for j in range(c.n) if c.alive(j) and c.state(j) == raft.State.LEADER]
+        if not leaders:
+            return
+        conf = c.configuration(max(leaders, key=c.term))
+        for j in range(c.n):
+            if conf.get(j, raft.Role.SPARE) == raft.Role.SPARE and c.alive(j):
+                c.kill(j)
+                self.gone.add(j)
+
+    def step(self) -> None:
+        c, rng = self.c, self.rng
+        self.poll()
+        leader = c.leader
+        if self.pending is not None or leader is None:
+            return
+        conf = c.configuration(leader)
+        voters = [j for j, role in conf.items() if role == raft.Role.VOTER]
+        outside = [j for j in range(c.n) if j not in conf and j not in self.gone]
+        r = rng.random()
+        if r < 0.3:
+            if outside:
+                i = outside[0]
+            elif c.n < FIXTURE_MAX_SERVERS:
+                i = c.grow()
+            else:
+                return
+            self.pending = c.add(i)
+            self.changes["add"] += 1
+        elif r < 0.75:
+            j = rng.choice(sorted(conf))
+            role = rng.choice([x for x in raft.Role if x != conf[j]])
+            if conf[j] == raft.Role.VOTER and len(voters) <= 3:
+                return
+            self.pending = c.assign(j, role)
+            self.changes["assign"] += 1
+        else:
+            followers = [j for j in sorted(conf) if j != leader]
+            if not followers:
+                return
+            j = rng.choice(followers)
+            if conf[j] == raft.Role.VOTER and len(voters) <= 3:
+                return
+            self.pending = c.remove(j)
+            self.removing = j
+            self.changes["remove"] += 1
+
+
+def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
+         membership: bool) -> dict:
     c = Cluster(n, fsm=fsm, seed=seed, pre_vote=pre_vote)
     rng = c.random
     if rng.random() < 1 / 3 and snapshots:
         c.set_snapshot_threshold(rng.choice([8, 16, 64]), trailing=rng.choice([2, 4, 16]))
     proposed: list[tuple[bytes, raft.ApplyFuture]] = []
     counter = itertools.count()
+    members = Membership(c, rng)
+    gone = members.gone
     done = 0
     while done < steps:
         k = min(rng.randint(1, 30), steps - done)
         c.step(k)
         done += k
+        n = c.n  # grows with membership changes
+        if membership and rng.random() < CHANGE_RATE:
+            members.step()
         r = rng.random()
         if r < 0.55:
             cmd = b"%d/%d" % (seed, next(counter))
@@ -102,7 +200,9 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool) ->
                 c.disconnect(i, j, both=False)
         elif r < 0.70:
             i = rng.randrange(n)
-            if c.alive(i):
+            if i in gone:
+                pass
+            elif c.alive(i):
                 if sum(not c.alive(j) for j in range(n)) < n - 1:
                     c.kill(i)
             else:
@@ -129,12 +229,18 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool) ->
 
     # Heal, then demand liveness and convergence within a bounded time.
     c.heal()
+    members.poll()
+    for i in gone:  # removed servers stay stopped
+        c.kill(i)
     # No help for the election: with a seed, Cluster re-draws every server's
     # election timeout at each timer reset, as libraft does, so split votes end.
     deadline = c.time + HEAL_MS
     for attempt in itertools.count():
         # A final command commits once a leader holds; it may lose leadership
         # right after healing (a rejoining server's higher term), so retry.
+        while membership and c.leader is None and c.time < deadline:
+            c.step_for(100)
+            members.stop_outsiders()
         leader = c.step_until_leader(max_ms=max(1, deadline - c.time))
         final = c.apply(b"final/%d/%d" % (seed, attempt))
         while not final.done() and c.time < deadline:
@@ -144,17 +250,25 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool) ->
         if c.time >= deadline:
             raise AssertionError(f"liveness: no command committed within {HEAL_MS} ms "
                                  f"after healing")
-    c.step_until_applied(c.last_index(leader), max_ms=HEAL_MS)
+    # The servers that must hold everything: the voters and standbys of the
+    # leader's configuration (spares get no entries; removed servers stopped).
+    leader = c.leader if c.leader is not None else leader
+    replicas = sorted(j for j, role in c.configuration(leader).items()
+                      if role != raft.Role.SPARE)
+    for j in replicas:  # stopped by stop_outsiders on a stale leader's word
+        if not c.alive(j):
+            c.revive(j)
+    c.step_until_applied(c.last_index(leader), replicas, max_ms=HEAL_MS)
 
     c.assert_consistent()
     acked = [cmd for cmd, f in proposed if f.done() and f.exception() is None]
-    for i in range(n):
+    for i in replicas:
         have = set(c.fsm(i).commands)
         missing = [cmd for cmd in acked if cmd not in have]
         assert not missing, (f"server {i} lacks {len(missing)} acknowledged commands, "
                              f"first {missing[0]!r}")
     return {"steps": c.steps, "acked": len(acked), "proposed": len(proposed),
-            "time_ms": c.time}
+            "time_ms": c.time, "servers": c.n, "removed": len(gone), **members.changes}
 
 
 def _run_many(seeds, n, pre_vote, steps=STEPS, fsm=LogFSM):
@@ -223,7 +337,7 @@ def test_regression_snapshot_load_term():
     conflicting committed entry: RAFT_SHUTDOWN, whose error path frees the
     AppendEntries batch twice. Without the fix this aborts the process ("free():
     double free detected in tcache 2")."""
-    stats = run_schedule(5000105, 5, False, 2000, snapshots=True)
+    stats = run_schedule(5000105, 5, False, 2000, snapshots=True, membership=False)
     assert stats["acked"] > 0
 
 
