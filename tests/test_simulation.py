@@ -341,6 +341,14 @@ def test_regression_snapshot_load_term():
     assert stats["acked"] > 0
 
 
+def test_regression_commit_decrease():
+    """fix_libraft.sh commit-decrease: a follower at commit 44 took a new leader's
+    heartbeat (prev 43, no entries, commit 46) as commit 43, then snapshotted its
+    FSM state of index 44 as index 43; a follower installing that snapshot applied
+    entry 44 twice. Without the fix: "FSM snapshots differ" at index 46."""
+    run_schedule(5502031, 5, True, 2000, snapshots=True, membership=True)
+
+
 def test_regression_figure8_no_commit_of_earlier_term_by_counting():
     """Raft paper figure 8: a leader must not commit an entry of an earlier term
     just because a majority stores it (libraft 0.15 did; fixed in 0.17.1).

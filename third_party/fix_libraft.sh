@@ -291,3 +291,14 @@ fix fixture-truncate fixture.c \
 #     fixture-specific: raft_uv's snapshot_get also returns the latest snapshot.
 fix snapshot-load-term legacy.c \
   's/(\n([ \t]*)params->last_index = snapshot->index;\n)/$1$2params->last_term = snapshot->term; \/* canonical-raft fix: snapshot-load-term *\/\n/'
+
+# 14. A follower set commit_index = min(leader_commit, prev_log_index + n_entries)
+#     whenever leader_commit was higher, so an AppendEntries whose last entry lies
+#     below the follower's commit index (a new leader's heartbeat at a stale
+#     next_index: prev 43, none, commit 46, on a follower at 44) moved it back.
+#     libraft then took its next snapshot at that lower commit index, with the
+#     FSM state of the higher last_applied: a follower installing it re-applied
+#     entry 44 (the simulation's "FSM snapshots differ", seed 5502031, 5 servers,
+#     pre-vote, snapshots and membership changes on). Never lower it.
+fix commit-decrease replication.c \
+  's/(\n([ \t]*)if \(args->leader_commit > r->commit_index)\) \{(\n[ \t]*raft_index last_new_entry = args->prev_log_index \+ args->n_entries;)/$1 \&\& \/* canonical-raft fix: commit-decrease *\/\n$2    args->prev_log_index + args->n_entries > r->commit_index) {$3/'
