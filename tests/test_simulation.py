@@ -349,6 +349,14 @@ def test_regression_commit_decrease():
     run_schedule(5502031, 5, True, 2000, snapshots=True, membership=True)
 
 
+def test_regression_pre_vote_term():
+    """fix_libraft.sh pre-vote-term: pre-vote replies refusing a lower term did
+    not carry the voter's higher term, so the candidates with the longest logs
+    (term 4) never learnt it and the ones at terms 6 and 7 could not win. Without
+    the fix: no leader within 60 s after healing."""
+    run_schedule(5502788, 5, True, 2000, snapshots=True, membership=True)
+
+
 def test_regression_figure8_no_commit_of_earlier_term_by_counting():
     """Raft paper figure 8: a leader must not commit an entry of an earlier term
     just because a majority stores it (libraft 0.15 did; fixed in 0.17.1).

@@ -302,3 +302,13 @@ fix snapshot-load-term legacy.c \
 #     pre-vote, snapshots and membership changes on). Never lower it.
 fix commit-decrease replication.c \
   's/(\n([ \t]*)if \(args->leader_commit > r->commit_index)\) \{(\n[ \t]*raft_index last_new_entry = args->prev_log_index \+ args->n_entries;)/$1 \&\& \/* canonical-raft fix: commit-decrease *\/\n$2    args->prev_log_index + args->n_entries > r->commit_index) {$3/'
+
+# 15. A pre-vote reply carried the request's term even when the voter's own term
+#     was higher and it refused for that reason ("remote term is lower"), so the
+#     candidate never learnt the higher term. Candidates with the longest logs
+#     (term 4) then asked for term 5 for ever while the servers at terms 6 and 7,
+#     with shorter logs, could not win: no leader, ever (simulation seed 5502788,
+#     5 servers, pre-vote). Reply with the voter's term when it is higher (the
+#     candidate then bumps its term, as recvRequestVoteResult already does).
+fix pre-vote-term recv_request_vote.c \
+  's/(\n([ \t]*)if \(args->pre_vote)\) \{(\n[ \t]*result->term = args->term;)/$1 \&\& args->term >= r->current_term) { \/* canonical-raft fix: pre-vote-term *\/$3/'
