@@ -143,6 +143,20 @@ class Membership:
                 c.kill(j)
                 self.gone.add(j)
 
+    def wait_leader(self, deadline: int) -> int:
+        """Step until a live server leads (the one of the highest term), stopping
+        outsiders meanwhile; return it. Not the fixture's stable leader: that
+        test also counts killed servers that still list themselves as voters."""
+        c = self.c
+        while c.time < deadline:
+            c.step_for(100)
+            self.stop_outsiders()
+            leaders = [j for j in range(c.n)
+                       if c.alive(j) and c.state(j) == raft.State.LEADER]
+            if leaders:
+                return max(leaders, key=c.term)
+        raise AssertionError(f"liveness: no leader within {HEAL_MS} ms after healing")
+
     def step(self) -> None:
         c, rng = self.c, self.rng
         self.poll()
@@ -249,11 +263,11 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
     for attempt in itertools.count():
         # A final command commits once a leader holds; it may lose leadership
         # right after healing (a rejoining server's higher term), so retry.
-        while membership and c.leader is None and c.time < deadline:
-            c.step_for(100)
-            members.stop_outsiders()
-        leader = c.step_until_leader(max_ms=max(1, deadline - c.time))
-        final = c.apply(b"final/%d/%d" % (seed, attempt))
+        if membership:
+            leader = members.wait_leader(deadline)
+        else:
+            leader = c.step_until_leader(max_ms=max(1, deadline - c.time))
+        final = c.apply(b"final/%d/%d" % (seed, attempt), on=leader)
         while not final.done() and c.time < deadline:
             c.step_for(200)
         if final.done() and final.exception() is None:
@@ -263,7 +277,8 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
                                  f"after healing")
     # The servers that must hold everything: the voters and standbys of the
     # leader's configuration (spares get no entries; removed servers stopped).
-    leader = c.leader if c.leader is not None else leader
+    if not membership and c.leader is not None:
+        leader = c.leader
     replicas = sorted(j for j, role in c.configuration(leader).items()
                       if role != raft.Role.SPARE)
     for j in replicas:  # stopped by stop_outsiders on a stale leader's word
