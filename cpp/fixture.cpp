@@ -45,12 +45,16 @@ struct Server {
     // Commands applied by this server's FSM, by log index (for consistency checks).
     std::map<uint64_t, std::vector<std::string>> applied;
     uint64_t restored_at = 0;  // index of the last snapshot restored (0: none)
+    unsigned disk_latency = 10;  // the fixture's default
     uint64_t snapshots_taken = 0;
     // The randomized election timeout this server's next election-timer reset
     // draws (what raft_fixture_set_randomized_election_timeout was last given),
     // and the raft_random state the next one is drawn from (see redraw_timeouts).
     unsigned election_timeout = 0;
     unsigned timeout_state = 0;
+    // A lower disk latency waiting for the server's writes to drain (see
+    // set_disk_latency); 0: none.
+    unsigned lower_disk_latency = 0;
 };
 
 struct ApplyReq {
@@ -454,9 +458,24 @@ public:
     void set_network_latency(int i, unsigned ms) {
         raft_fixture_set_network_latency(f_.get(), check(i), ms);
     }
-    void set_disk_latency(int i, unsigned ms) {
-        raft_fixture_set_disk_latency(f_.get(), check(i), ms);
+    // The fixture completes each write at its submission time + the latency of
+    // then, so lowering the latency under in-flight writes would complete a later
+    // write first (raft_io forbids it; libraft 0.22.1 then miscounts its persisted
+    // entries). Unless `reorder`, a lower latency therefore waits until the
+    // server has no write in flight, checked after every step. True if applied now.
+    bool set_disk_latency(int i, unsigned ms, bool reorder) {
+        unsigned k = check(i);
+        Server& s = *servers_[k];
+        s.lower_disk_latency = 0;
+        if (!reorder && ms < s.disk_latency && !disk_idle(k)) {
+            s.lower_disk_latency = ms;
+            return false;
+        }
+        s.disk_latency = ms;
+        raft_fixture_set_disk_latency(f_.get(), k, ms);
+        return true;
     }
+    unsigned disk_latency(int i) { return servers_[check(i)]->disk_latency; }
     void set_election_timeout(int i, unsigned ms) {
         // libraft draws the randomized timeout in [election_timeout, 2 x election_timeout].
         unsigned k = check(i);
@@ -537,6 +556,24 @@ private:
                !raft_fixture_saturated(f_.get(), a, b) && !raft_fixture_saturated(f_.get(), b, a);
     }
 
+    // No entries or snapshot being persisted (struct raft's own fields).
+    bool disk_idle(unsigned k) {
+        struct raft* r = raft(k);
+        return r->last_stored >= raft_last_index(r) && !r->legacy.snapshot_taking &&
+               !r->legacy.snapshot_install && r->legacy.snapshot_pending == nullptr &&
+               !r->snapshot.installing;
+    }
+
+    void lower_disk_latencies() {
+        for (auto& s : servers_) {
+            if (s->lower_disk_latency != 0 && disk_idle(s->index)) {
+                s->disk_latency = s->lower_disk_latency;
+                s->lower_disk_latency = 0;
+                raft_fixture_set_disk_latency(f_.get(), s->index, s->disk_latency);
+            }
+        }
+    }
+
     void draw_election_timeout(Server& s) {
         unsigned base = raft(s.index)->election_timeout;
         s.election_timeout = raft_random(&s.timeout_state, base, 2 * base);
@@ -569,6 +606,7 @@ private:
     void after_step() {
         steps_++;
         redraw_timeouts();
+        lower_disk_latencies();
         // Election safety, across time: one leader per term, ever.
         for (unsigned k = 0; k < n(); k++) {
             struct raft* r = raft(k);
@@ -772,7 +810,9 @@ void init_fixture(py::module_& m) {
         .def("revive", &FixtureCore::revive)
         .def("alive", &FixtureCore::alive)
         .def("set_network_latency", &FixtureCore::set_network_latency)
-        .def("set_disk_latency", &FixtureCore::set_disk_latency)
+        .def("set_disk_latency", &FixtureCore::set_disk_latency, py::arg("i"), py::arg("ms"),
+             py::arg("reorder") = false)
+        .def("disk_latency", &FixtureCore::disk_latency, py::arg("i"))
         .def("set_election_timeout", &FixtureCore::set_election_timeout)
         .def("election_timeout", &FixtureCore::election_timeout)
         .def("io_fault", &FixtureCore::io_fault, py::arg("i"), py::arg("delay"),

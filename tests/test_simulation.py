@@ -18,7 +18,7 @@ stopped), then heals it and checks:
 
 A failing schedule reports its seed; replay it with ``run_schedule(seed, ...)``
 and keep it as a named regression test below. The default run covers
-``SIM_SCHEDULES`` (default 500) schedules x ``SIM_STEPS`` (default 2,000) steps;
+``SIM_SCHEDULES`` (default 4,000) schedules x ``SIM_STEPS`` (default 2,000) steps;
 ``pytest -m slow`` runs 20,000. ``SIM_SNAPSHOTS=0`` and ``SIM_MEMBERSHIP=0`` turn
 snapshots and membership changes off.
 
@@ -41,7 +41,7 @@ import canonical_raft as raft
 from canonical_raft._core import FIXTURE_MAX_SERVERS
 from canonical_raft.testing import Cluster
 
-SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "500"))
+SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "4000"))
 STEPS = int(os.environ.get("SIM_STEPS", "2000"))
 SLOW_SCHEDULES = 20_000
 CONFIGS = [(3, False), (3, True), (5, False), (5, True)]
@@ -55,6 +55,7 @@ HEAL_MS = 60_000  # liveness bound after healing, in simulated ms
 SNAPSHOTS = os.environ.get("SIM_SNAPSHOTS", "1") == "1"
 DEPOSE = os.environ.get("SIM_DEPOSE", "1") == "1"
 MEMBERSHIP = os.environ.get("SIM_MEMBERSHIP", "1") == "1"
+LOWER_DISK = os.environ.get("SIM_LOWER_DISK", "1") == "1"
 CHANGE_RATE = 0.05  # chance, after each batch of steps, of a membership change
 
 
@@ -81,7 +82,7 @@ class ScheduleFailure(AssertionError):
 
 def run_schedule(seed: int, n: int = 3, pre_vote: bool = False, steps: int = STEPS,
                  fsm=LogFSM, *, snapshots: bool = SNAPSHOTS,
-                 membership: bool | None = None) -> dict:
+                 membership: bool | None = None, lower_disk: bool = LOWER_DISK) -> dict:
     """Run one seeded schedule; raise ScheduleFailure naming the seed on a violation.
 
     ``membership`` (default: on for 5 servers, unless SIM_MEMBERSHIP=0) mixes in
@@ -90,7 +91,7 @@ def run_schedule(seed: int, n: int = 3, pre_vote: bool = False, steps: int = STE
     if membership is None:
         membership = MEMBERSHIP and n == 5
     try:
-        return _run(seed, n, pre_vote, steps, fsm, snapshots, membership)
+        return _run(seed, n, pre_vote, steps, fsm, snapshots, membership, lower_disk)
     except raft.RaftError as exc:  # e.g. no leader after healing: a liveness failure
         raise ScheduleFailure(f"schedule seed={seed} n={n} pre_vote={pre_vote} failed: "
                               f"{type(exc).__name__}: {exc}") from exc
@@ -196,7 +197,7 @@ class Membership:
 
 
 def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
-         membership: bool) -> dict:
+         membership: bool, lower_disk: bool) -> dict:
     c = Cluster(n, fsm=fsm, seed=seed, pre_vote=pre_vote)
     rng = c.random
     if rng.random() < 1 / 3 and snapshots:
@@ -242,10 +243,13 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
         elif r < 0.82:
             c.set_network_latency(rng.randrange(n), rng.choice([5, 15, 15, 40, 120, 400]))
         elif r < 0.90:
-            # Only upwards: a lower latency would reorder in-flight writes, which
-            # the fixture allows but raft_io forbids (see Cluster.set_disk_latency).
+            # Downwards too (with lower_disk): Cluster.set_disk_latency defers a
+            # lower latency until the server's writes drain, so none is reordered.
             i = rng.randrange(n)
-            c.set_disk_latency(i, c._disk_latency[i] + rng.choice([0, 5, 20, 60]))
+            delta = rng.choice([0, 5, 20, 60])
+            if lower_disk and rng.random() < 0.4:
+                delta = -min(delta, c._disk_latency[i] - 1)
+            c.set_disk_latency(i, c._disk_latency[i] + delta)
         elif r < 0.95:
             c.set_election_timeout(rng.randrange(n), rng.randint(1000, 2000))
         else:
@@ -363,7 +367,7 @@ def test_regression_snapshot_load_term():
     conflicting committed entry: RAFT_SHUTDOWN, whose error path frees the
     AppendEntries batch twice. Without the fix this aborts the process ("free():
     double free detected in tcache 2")."""
-    stats = run_schedule(5000105, 5, False, 2000, snapshots=True, membership=False)
+    stats = run_schedule(5000105, 5, False, 2000, snapshots=True, membership=False, lower_disk=False)
     assert stats["acked"] > 0
 
 
@@ -372,7 +376,7 @@ def test_regression_commit_decrease():
     heartbeat (prev 43, no entries, commit 46) as commit 43, then snapshotted its
     FSM state of index 44 as index 43; a follower installing that snapshot applied
     entry 44 twice. Without the fix: "FSM snapshots differ" at index 46."""
-    run_schedule(5502031, 5, True, 2000, snapshots=True, membership=True)
+    run_schedule(5502031, 5, True, 2000, snapshots=True, membership=True, lower_disk=False)
 
 
 def test_regression_pre_vote_term():
@@ -380,7 +384,7 @@ def test_regression_pre_vote_term():
     not carry the voter's higher term, so the candidates with the longest logs
     (term 4) never learnt it and the ones at terms 6 and 7 could not win. Without
     the fix: no leader within 60 s after healing."""
-    run_schedule(5502788, 5, True, 2000, snapshots=True, membership=True)
+    run_schedule(5502788, 5, True, 2000, snapshots=True, membership=True, lower_disk=False)
 
 
 def test_regression_figure8_no_commit_of_earlier_term_by_counting():

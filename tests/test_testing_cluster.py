@@ -170,12 +170,27 @@ def test_io_fault_needs_unsafe():
         c.io_fault(1)
 
 
-def test_lowering_disk_latency_needs_reorder():
+def test_lowering_disk_latency_waits_for_the_writes_in_flight():
     c = Cluster(3, fsm=Counter)
-    c.set_disk_latency(0, 50)
-    with pytest.raises(ValueError, match="reorder"):
-        c.set_disk_latency(0, 10)
-    c.set_disk_latency(0, 10, reorder=True)
+    c.elect(0)
+    c.set_disk_latency(1, 200)
+    f = c.apply(b"1")
+    c.step_for(50)  # server 1 is writing the entry, due in 200 ms
+    c.set_disk_latency(1, 5)
+    assert c._core.disk_latency(1) == 200  # deferred: it would overtake that write
+    c.step_until_done(f)
+    assert c._core.disk_latency(1) == 200
+    c.step_for(200)
+    assert c._core.disk_latency(1) == 5  # applied once the write completed
+    c.set_disk_latency(2, 50)
+    c.set_disk_latency(2, 10, reorder=True)  # at once, on request
+    assert c._core.disk_latency(2) == 10
+    for _ in range(20):
+        c.set_disk_latency(0, c.random.choice([1, 5, 40, 120]))
+        c.step_until_done(c.apply(b"1"))
+    c.step_until_applied(c.last_index(0))
+    assert [c.fsm(i).value for i in range(3)] == [21, 21, 21]
+    c.assert_consistent()
 
 
 def test_latency_does_not_break_safety():

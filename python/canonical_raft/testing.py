@@ -475,7 +475,7 @@ class Cluster:
         for i in range(self.n):
             self._core.set_network_latency(i, 15)
             self._core.io_fault(i, -1, 0)
-        # Disk latency is left alone: lowering it could reorder in-flight writes.
+        # Disk latency is left alone (set_disk_latency lowers it safely if asked).
 
     def set_network_latency(self, i: int, ms: int) -> None:
         """Messages sent by server ``i`` from now on take ``ms`` to arrive (default 15)."""
@@ -485,19 +485,18 @@ class Cluster:
         """Disk writes of server ``i`` from now on take ``ms`` (default 10).
 
         The fixture completes each write at submission time + latency, so lowering
-        the latency while writes are in flight completes a later write first. That
-        breaks raft_io's in-order contract, and libraft 0.22.1 then miscounts its
-        persisted entries (an unsigned underflow) and the server can stall for
-        good. Lowering it therefore raises unless the server is idle or you pass
-        ``reorder=True`` (to study that case on purpose); raising it is always safe.
+        the latency under in-flight writes would complete a later write first.
+        That breaks raft_io's in-order contract, and libraft 0.22.1 then miscounts
+        its persisted entries (an unsigned underflow) and the server can stall for
+        good. A lower latency therefore takes effect once the server has no entry
+        or snapshot write in flight (checked after every step); ``reorder=True``
+        applies it at once, to study that case on purpose. Raising is immediate.
         """
         i = self._check(i)
-        current = self._disk_latency[i]
-        if ms < current and not reorder:
-            raise ValueError(f"lowering server {i}'s disk latency from {current} to {ms} ms "
-                             "may reorder its in-flight writes; pass reorder=True to do it anyway")
+        if not isinstance(ms, int) or ms < 0:
+            raise ValueError(f"disk latency must be an int >= 0, not {ms!r}")
         self._disk_latency[i] = ms
-        self._core.set_disk_latency(i, ms)
+        self._core.set_disk_latency(i, ms, reorder)
 
     def set_election_timeout(self, i: int, ms: int) -> None:
         """The randomized election timeout server ``i`` draws next, in [1000, 2000].
