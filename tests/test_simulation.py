@@ -387,6 +387,14 @@ def test_regression_pre_vote_term():
     run_schedule(5502788, 5, True, 2000, snapshots=True, membership=True, lower_disk=False)
 
 
+def test_regression_snapshot_covered_entries():
+    """fix_libraft.sh snapshot-covered-entries: a follower with a snapshot got an
+    AppendEntries from index 1 (prev 0 passes the log-matching check) and
+    appended the entries its snapshot covers after it (term 1 after higher terms).
+    Without the fix: SIGSEGV (a trail.c assertion with assertions on)."""
+    run_schedule(5500300, 5, True, 2000, snapshots=True, membership=True, lower_disk=True)
+
+
 def test_regression_figure8_no_commit_of_earlier_term_by_counting():
     """Raft paper figure 8: a leader must not commit an entry of an earlier term
     just because a majority stores it (libraft 0.15 did; fixed in 0.17.1).

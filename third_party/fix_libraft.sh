@@ -312,3 +312,14 @@ fix commit-decrease replication.c \
 #     candidate then bumps its term, as recvRequestVoteResult already does).
 fix pre-vote-term recv_request_vote.c \
   's/(\n([ \t]*)if \(args->pre_vote)\) \{(\n[ \t]*result->term = args->term;)/$1 \&\& args->term >= r->current_term) { \/* canonical-raft fix: pre-vote-term *\/$3/'
+
+# 16. A follower took entries that its snapshot covers as missing (TrailTermOf is 0
+#     below the snapshot) when an AppendEntries started at index 1 (prev 0 passes
+#     the log-matching check), and appended them after its snapshot: entry 1 of
+#     term 1 after records of higher terms (trail.c assertion; memory corruption
+#     and SIGSEGV without assertions). Seen in the simulation with snapshots,
+#     membership changes and lowered disk latencies (seed 5500300, 5 servers,
+#     pre-vote). Entries at or below the snapshot index are committed and match:
+#     skip them.
+fix snapshot-covered-entries replication.c \
+  's/(\n([ \t]*)raft_term local_term = TrailTermOf\(&r->trail, entry_index\);\n)/$1\n$2if (entry_index <= TrailSnapshotIndex(&r->trail)) {\n$2    continue; \/* canonical-raft fix: snapshot-covered-entries *\/\n$2}\n/'
