@@ -395,6 +395,13 @@ def test_regression_snapshot_covered_entries():
     run_schedule(5500300, 5, True, 2000, snapshots=True, membership=True, lower_disk=True)
 
 
+def test_regression_snapshot_covered_prev():
+    """fix_libraft.sh snapshot-covered-prev: a follower whose snapshot was past an
+    AppendEntries' previous entry refused it as missing, and ignored the leader's
+    older snapshot: it never caught up. Without the fix: server 0 stays at 38."""
+    run_schedule(3502160, 3, True, 2000, snapshots=True, membership=False, lower_disk=True)
+
+
 def test_regression_figure8_no_commit_of_earlier_term_by_counting():
     """Raft paper figure 8: a leader must not commit an entry of an earlier term
     just because a majority stores it (libraft 0.15 did; fixed in 0.17.1).

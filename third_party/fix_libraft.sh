@@ -323,3 +323,13 @@ fix pre-vote-term recv_request_vote.c \
 #     skip them.
 fix snapshot-covered-entries replication.c \
   's/(\n([ \t]*)raft_term local_term = TrailTermOf\(&r->trail, entry_index\);\n)/$1\n$2if (entry_index <= TrailSnapshotIndex(&r->trail)) {\n$2    continue; \/* canonical-raft fix: snapshot-covered-entries *\/\n$2}\n/'
+
+# 17. The same for the previous entry: a follower whose snapshot (38) is past an
+#     AppendEntries' prev_log_index (34), with the entries before its snapshot
+#     compacted, answered "missing previous entry" and its hint sent the leader
+#     further back; the leader then sent its snapshot (34), ignored as older
+#     ("have more recent snapshot"), and started again: that follower never caught
+#     up (simulation seed 3502160, 3 servers, pre-vote). An index at or below the
+#     snapshot is committed, so the leader's entry there matches: accept it.
+fix snapshot-covered-prev replication.c \
+  's/(\n([ \t]*)local_prev_term = TrailTermOf\(&r->trail, args->prev_log_index\);\n)/\n$2if (args->prev_log_index <= TrailSnapshotIndex(&r->trail)) {\n$2    return 0; \/* canonical-raft fix: snapshot-covered-prev *\/\n$2}\n$1/'
