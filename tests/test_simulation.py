@@ -402,6 +402,14 @@ def test_regression_snapshot_covered_prev():
     run_schedule(3502160, 3, True, 2000, snapshots=True, membership=False, lower_disk=True)
 
 
+def test_regression_take_snapshot_superseded():
+    """fix_libraft.sh take-snapshot-superseded: a snapshot the follower took itself
+    completed while an InstallSnapshot waited for it and was recorded on a trail
+    already reset to the installed one (garbage terms). Without the fix: server 1
+    never catches up (a trail.c assertion with assertions on)."""
+    run_schedule(3500786, 3, True, 2000, snapshots=True, membership=False, lower_disk=True)
+
+
 def test_regression_figure8_no_commit_of_earlier_term_by_counting():
     """Raft paper figure 8: a leader must not commit an entry of an earlier term
     just because a majority stores it (libraft 0.15 did; fixed in 0.17.1).

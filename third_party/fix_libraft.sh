@@ -333,3 +333,13 @@ fix snapshot-covered-entries replication.c \
 #     snapshot is committed, so the leader's entry there matches: accept it.
 fix snapshot-covered-prev replication.c \
   's/(\n([ \t]*)local_prev_term = TrailTermOf\(&r->trail, args->prev_log_index\);\n)/\n$2if (args->prev_log_index <= TrailSnapshotIndex(&r->trail)) {\n$2    return 0; \/* canonical-raft fix: snapshot-covered-prev *\/\n$2}\n$1/'
+
+# 18. A snapshot the node took itself that completes while an InstallSnapshot waits
+#     for it (snapshot_pending) was still recorded: the core had already reset its
+#     trail to the installed snapshot (TrailRestore when the install began), so
+#     RAFT_SNAPSHOT for the older index read a term the trail no longer has
+#     (trail.c assertion; garbage terms such as "36^49" without assertions, then a
+#     follower that never caught up: simulation seed 3500786, 3 servers, pre-vote).
+#     The install supersedes it: drop it and start the install.
+fix take-snapshot-superseded legacy.c \
+  's/\n    logSnapshot\(r->legacy\.log, metadata\.index, r->legacy\.snapshot_trailing\);\n\n    event\.type = RAFT_SNAPSHOT;\n    memset\(&event\.reserved, 0, sizeof event\.reserved\);\n    event\.snapshot\.metadata = metadata;\n    event\.snapshot\.trailing = r->legacy\.snapshot_trailing;\n    LegacyForwardToRaftIo\(r, &event\);\n/\n    if (r->legacy.snapshot_pending != NULL) { \/* canonical-raft fix: take-snapshot-superseded *\/\n        configurationClose(&metadata.configuration);\n    } else {\n        logSnapshot(r->legacy.log, metadata.index, r->legacy.snapshot_trailing);\n        event.type = RAFT_SNAPSHOT;\n        memset(&event.reserved, 0, sizeof event.reserved);\n        event.snapshot.metadata = metadata;\n        event.snapshot.trailing = r->legacy.snapshot_trailing;\n        LegacyForwardToRaftIo(r, &event);\n    }\n/'
