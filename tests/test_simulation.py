@@ -2,7 +2,9 @@
 
 Each schedule drives a 3- or 5-server cluster (pre-vote on or off) through a
 random mix of proposals, one-way link cuts and repairs, kills and revivals,
-deposed leaders, network and disk latency changes and election-timeout changes,
+deposed leaders, network and disk latency changes (disks get faster too: a lower
+latency waits for the server's writes in flight, see Cluster.set_disk_latency)
+and election-timeout changes,
 with frequent snapshots (threshold 8..64) in a third of the schedules and, for 5
 servers, membership changes (a grown server added, roles assigned, followers
 removed; at least 3 voters kept; a server whose removal is confirmed is
@@ -19,8 +21,13 @@ stopped), then heals it and checks:
 A failing schedule reports its seed; replay it with ``run_schedule(seed, ...)``
 and keep it as a named regression test below. The default run covers
 ``SIM_SCHEDULES`` (default 4,000) schedules x ``SIM_STEPS`` (default 2,000) steps;
-``pytest -m slow`` runs 20,000. ``SIM_SNAPSHOTS=0`` and ``SIM_MEMBERSHIP=0`` turn
-snapshots and membership changes off.
+``pytest -m slow`` runs 20,000. ``SIM_SNAPSHOTS=0``, ``SIM_MEMBERSHIP=0`` and
+``SIM_LOWER_DISK=0`` turn snapshots, membership changes and faster disks off
+(the ``run_schedule`` arguments of the same names override them).
+
+The schedules found the libraft 0.22.1 bugs that fix_libraft.sh fixes from
+``snapshot-load-term`` on; each has a ``test_regression_*`` schedule below that
+failed (crashed, diverged or lost liveness) before its fix.
 
 Before the final checks, servers that the leader's configuration lacks or holds
 as spares are stopped: libraft replicates nothing to them, so one demoted or
@@ -47,11 +54,7 @@ SLOW_SCHEDULES = 20_000
 CONFIGS = [(3, False), (3, True), (5, False), (5, True)]
 HEAL_MS = 60_000  # liveness bound after healing, in simulated ms
 # Frequent snapshots (threshold 8..64, trailing 2..16) in a third of the
-# schedules; SIM_SNAPSHOTS=0 turns them off. Two fixes of fix_libraft.sh made that
-# possible: fixture-truncate (the fixture's ioMethodTruncate ignored start_index
-# after an installed snapshot; C test: tests/libraft/regress.c fixture-truncate)
-# and snapshot-load-term (an InstallSnapshot whose snapshot was replaced while
-# loading carried the old term; test_regression_snapshot_load_term below).
+# schedules; see the module docstring for the fixes that made that possible.
 SNAPSHOTS = os.environ.get("SIM_SNAPSHOTS", "1") == "1"
 DEPOSE = os.environ.get("SIM_DEPOSE", "1") == "1"
 MEMBERSHIP = os.environ.get("SIM_MEMBERSHIP", "1") == "1"
