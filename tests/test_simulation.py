@@ -416,6 +416,18 @@ def test_regression_take_snapshot_superseded():
     run_schedule(3500786, 3, True, 2000, snapshots=True, membership=False, lower_disk=True)
 
 
+@pytest.mark.xfail(strict=True, raises=ScheduleFailure,
+                   reason="libraft 0.22.1: a voter demoted in an uncommitted entry stops "
+                          "campaigning (Raft 4.2.2 says it must not); not fixed yet")
+def test_known_liveness_demoted_voters_never_campaign():
+    """Seed 50005265 (slow range): servers 0 and 4 hold the longest logs, but
+    their own latest (uncommitted) configurations make them standbys, so they
+    never campaign; the others cannot win against them: no leader, ever. The
+    dissertation (4.2.2) says a server outside its own latest configuration must
+    still start elections until that configuration is committed."""
+    run_schedule(50005265, 5, False, 2000, snapshots=True, membership=True, lower_disk=True)
+
+
 def test_regression_figure8_no_commit_of_earlier_term_by_counting():
     """Raft paper figure 8: a leader must not commit an entry of an earlier term
     just because a majority stores it (libraft 0.15 did; fixed in 0.17.1).
