@@ -45,16 +45,27 @@ struct Server {
     // Commands applied by this server's FSM, by log index (for consistency checks).
     std::map<uint64_t, std::vector<std::string>> applied;
     uint64_t restored_at = 0;  // index of the last snapshot restored (0: none)
+    unsigned disk_latency = 10;  // the fixture's default
     uint64_t snapshots_taken = 0;
     // The randomized election timeout this server's next election-timer reset
     // draws (what raft_fixture_set_randomized_election_timeout was last given),
     // and the raft_random state the next one is drawn from (see redraw_timeouts).
     unsigned election_timeout = 0;
     unsigned timeout_state = 0;
+    // A lower disk latency waiting for the server's writes to drain (see
+    // set_disk_latency); 0: none.
+    unsigned lower_disk_latency = 0;
 };
 
 struct ApplyReq {
     struct raft_apply req;
+    FixtureCore* core;
+    uint64_t request_id;
+};
+
+// A membership change (raft_add/raft_assign/raft_remove) in flight.
+struct ChangeReq {
+    struct raft_change req;
     FixtureCore* core;
     uint64_t request_id;
 };
@@ -82,7 +93,8 @@ class FixtureCore {
 public:
     FixtureCore(py::list fsms, bool pre_vote, bool record_applied, bool trace,
                 std::vector<unsigned> election_timeouts, std::vector<unsigned> election_seeds)
-        : record_applied_(record_applied), redraw_(!election_seeds.empty()) {
+        : record_applied_(record_applied), pre_vote_(pre_vote), trace_(trace),
+          redraw_(!election_seeds.empty()) {
         size_t n = fsms.size();
         if (n < 1 || n > RAFT_FIXTURE_MAX_SERVERS) {
             fail(RAFT_INVALID, "a fixture cluster has 1 to " +
@@ -324,6 +336,98 @@ public:
         return raft_last_index(r);
     }
 
+    // ------------------------------------------------------------ membership
+
+    // Adds a server to the fixture (raft_fixture_grow) and starts it with an empty
+    // log, outside the configuration; returns its index. Its Raft id is index + 1.
+    unsigned grow(py::object fsm, std::vector<unsigned> election_seed) {
+        unsigned i = n();
+        if (i >= RAFT_FIXTURE_MAX_SERVERS) {
+            fail(RAFT_TOOMANY, "a fixture cluster has at most " +
+                                   std::to_string(RAFT_FIXTURE_MAX_SERVERS) + " servers");
+        }
+        if (redraw_ && election_seed.size() != 1) {
+            fail(RAFT_INVALID, "a seeded cluster needs one election seed for a new server");
+        }
+        auto s = std::make_unique<Server>();
+        s->core = this;
+        s->index = i;
+        s->nonce = next_fixture_nonce++;
+        s->py_fsm = std::move(fsm);
+        s->fsm.version = 1;
+        s->fsm.data = s.get();
+        s->fsm.apply = &FixtureCore::fsm_apply;
+        s->fsm.snapshot = &FixtureCore::fsm_snapshot;
+        s->fsm.restore = &FixtureCore::fsm_restore;
+        servers_.push_back(std::move(s));
+        int rv = raft_fixture_grow(f_.get(), &servers_.back()->fsm);
+        if (rv != 0) {
+            // The fixture counted the server before failing: it cannot be used.
+            fail(rv, "raft_fixture_grow failed; the cluster is unusable");
+        }
+        raft_set_pre_vote(raft(i), pre_vote_);
+        if (!trace_) raft(i)->tracer = nullptr;
+        Server& sv = *servers_.back();
+        sv.election_timeout = raft(i)->election_timeout + 100 * i;
+        if (redraw_) {
+            sv.timeout_state = election_seed[0];
+            draw_election_timeout(sv);
+        }
+        rv = raft_start(raft(i));
+        if (rv != 0) {
+            fail(rv, "raft_start of the new server failed; the cluster is unusable");
+        }
+        redraw_timeouts();
+        return i;
+    }
+
+    // Proposes a membership change on server i (the leader): kind 0 adds server
+    // `target` as a spare, 1 assigns it `role`, 2 removes it. The outcome comes
+    // through take_outcomes() under request_id, like submit's (index 0).
+    void change(int i, uint64_t request_id, int kind, int target, int role) {
+        unsigned k = check(i);
+        unsigned t = check(target);
+        struct raft* r = raft(k);
+        if (raft_state(r) != RAFT_LEADER) fail(RAFT_NOTLEADER, "server is not the leader");
+        raft_id id = t + 1;  // the fixture's ids
+        std::string address = std::to_string(id);  // the fixture's addresses
+        auto* req = new ChangeReq{};
+        req->req.data = req;
+        req->core = this;
+        req->request_id = request_id;
+        int rv;
+        switch (kind) {
+            case 0:
+                rv = raft_add(r, &req->req, id, address.c_str(), &FixtureCore::on_change);
+                break;
+            case 1:
+                rv = raft_assign(r, &req->req, id, role, &FixtureCore::on_change);
+                break;
+            case 2:
+                rv = raft_remove(r, &req->req, id, &FixtureCore::on_change);
+                break;
+            default:
+                delete req;
+                fail(RAFT_INVALID, "unknown membership change");
+        }
+        if (rv != 0) {
+            delete req;  // a failed request stays ours (fix_libraft.sh assign-change)
+            fail(rv, raft_strerror(rv));
+        }
+    }
+
+    // Server i's configuration: [(index of the server, role)], by Raft id.
+    std::vector<std::pair<int, int>> configuration(int i) {
+        const struct raft_configuration& c = raft(check(i))->configuration;
+        std::vector<std::pair<int, int>> out;
+        for (unsigned j = 0; j < c.n; j++) {
+            out.emplace_back(static_cast<int>(c.servers[j].id) - 1, c.servers[j].role);
+        }
+        return out;
+    }
+
+    int role(int i) { return raft_role(raft(check(i))); }
+
     // Outcomes since the last call: ([(request_id, index, ok, value)], [(request_id, code)]).
     py::tuple take_outcomes() {
         py::list results(results_.size());
@@ -354,9 +458,24 @@ public:
     void set_network_latency(int i, unsigned ms) {
         raft_fixture_set_network_latency(f_.get(), check(i), ms);
     }
-    void set_disk_latency(int i, unsigned ms) {
-        raft_fixture_set_disk_latency(f_.get(), check(i), ms);
+    // The fixture completes each write at its submission time + the latency of
+    // then, so lowering the latency under in-flight writes would complete a later
+    // write first (raft_io forbids it; libraft 0.22.1 then miscounts its persisted
+    // entries). Unless `reorder`, a lower latency therefore waits until the
+    // server has no write in flight, checked after every step. True if applied now.
+    bool set_disk_latency(int i, unsigned ms, bool reorder) {
+        unsigned k = check(i);
+        Server& s = *servers_[k];
+        s.lower_disk_latency = 0;
+        if (!reorder && ms < s.disk_latency && !disk_idle(k)) {
+            s.lower_disk_latency = ms;
+            return false;
+        }
+        s.disk_latency = ms;
+        raft_fixture_set_disk_latency(f_.get(), k, ms);
+        return true;
     }
+    unsigned disk_latency(int i) { return servers_[check(i)]->disk_latency; }
     void set_election_timeout(int i, unsigned ms) {
         // libraft draws the randomized timeout in [election_timeout, 2 x election_timeout].
         unsigned k = check(i);
@@ -437,6 +556,24 @@ private:
                !raft_fixture_saturated(f_.get(), a, b) && !raft_fixture_saturated(f_.get(), b, a);
     }
 
+    // No entries or snapshot being persisted (struct raft's own fields).
+    bool disk_idle(unsigned k) {
+        struct raft* r = raft(k);
+        return r->last_stored >= raft_last_index(r) && !r->legacy.snapshot_taking &&
+               !r->legacy.snapshot_install && r->legacy.snapshot_pending == nullptr &&
+               !r->snapshot.installing;
+    }
+
+    void lower_disk_latencies() {
+        for (auto& s : servers_) {
+            if (s->lower_disk_latency != 0 && disk_idle(s->index)) {
+                s->disk_latency = s->lower_disk_latency;
+                s->lower_disk_latency = 0;
+                raft_fixture_set_disk_latency(f_.get(), s->index, s->disk_latency);
+            }
+        }
+    }
+
     void draw_election_timeout(Server& s) {
         unsigned base = raft(s.index)->election_timeout;
         s.election_timeout = raft_random(&s.timeout_state, base, 2 * base);
@@ -469,6 +606,7 @@ private:
     void after_step() {
         steps_++;
         redraw_timeouts();
+        lower_disk_latencies();
         // Election safety, across time: one leader per term, ever.
         for (unsigned k = 0; k < n(); k++) {
             struct raft* r = raft(k);
@@ -577,6 +715,21 @@ private:
         return 0;
     }
 
+    static void on_change(struct raft_change* r, int status) noexcept {
+        auto* req = static_cast<ChangeReq*>(r->data);
+        FixtureCore* core = req->core;
+        try {
+            if (status == 0) {
+                core->add_result(req->request_id, 0, true, py::none());
+            } else {
+                core->failures_.push_back({req->request_id, status});
+                core->watched_seen_ |= req->request_id == core->watched_;
+            }
+        } catch (...) {
+        }
+        delete req;
+    }
+
     static void on_apply(struct raft_apply* r, int status, void*) noexcept {
         auto* req = static_cast<ApplyReq*>(r->data);
         // Success is reported by the FSM glue when the proposer applies the entry.
@@ -593,6 +746,8 @@ private:
     std::unique_ptr<struct raft_fixture> f_;
     bool initialized_ = false;
     bool record_applied_;
+    bool pre_vote_;
+    bool trace_;
     std::vector<std::unique_ptr<Server>> servers_;
     std::vector<Result> results_;
     std::vector<Failure> failures_;
@@ -640,6 +795,12 @@ void init_fixture(py::module_& m) {
         .def("depose", &FixtureCore::depose)
         .def("submit", &FixtureCore::submit, py::arg("i"), py::arg("request_id"), py::arg("data"))
         .def("take_outcomes", &FixtureCore::take_outcomes)
+        .def("grow", &FixtureCore::grow, py::arg("fsm"),
+             py::arg("election_seed") = std::vector<unsigned>())
+        .def("change", &FixtureCore::change, py::arg("i"), py::arg("request_id"),
+             py::arg("kind"), py::arg("target"), py::arg("role") = 0)
+        .def("configuration", &FixtureCore::configuration, py::arg("i"))
+        .def("role", &FixtureCore::role, py::arg("i"))
         .def("saturate", &FixtureCore::saturate)
         .def("desaturate", &FixtureCore::desaturate)
         .def("saturated", &FixtureCore::saturated)
@@ -649,7 +810,9 @@ void init_fixture(py::module_& m) {
         .def("revive", &FixtureCore::revive)
         .def("alive", &FixtureCore::alive)
         .def("set_network_latency", &FixtureCore::set_network_latency)
-        .def("set_disk_latency", &FixtureCore::set_disk_latency)
+        .def("set_disk_latency", &FixtureCore::set_disk_latency, py::arg("i"), py::arg("ms"),
+             py::arg("reorder") = false)
+        .def("disk_latency", &FixtureCore::disk_latency, py::arg("i"))
         .def("set_election_timeout", &FixtureCore::set_election_timeout)
         .def("election_timeout", &FixtureCore::election_timeout)
         .def("io_fault", &FixtureCore::io_fault, py::arg("i"), py::arg("delay"),

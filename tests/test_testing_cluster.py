@@ -170,12 +170,27 @@ def test_io_fault_needs_unsafe():
         c.io_fault(1)
 
 
-def test_lowering_disk_latency_needs_reorder():
+def test_lowering_disk_latency_waits_for_the_writes_in_flight():
     c = Cluster(3, fsm=Counter)
-    c.set_disk_latency(0, 50)
-    with pytest.raises(ValueError, match="reorder"):
-        c.set_disk_latency(0, 10)
-    c.set_disk_latency(0, 10, reorder=True)
+    c.elect(0)
+    c.set_disk_latency(1, 200)
+    f = c.apply(b"1")
+    c.step_for(50)  # server 1 is writing the entry, due in 200 ms
+    c.set_disk_latency(1, 5)
+    assert c._core.disk_latency(1) == 200  # deferred: it would overtake that write
+    c.step_until_done(f)
+    assert c._core.disk_latency(1) == 200
+    c.step_for(200)
+    assert c._core.disk_latency(1) == 5  # applied once the write completed
+    c.set_disk_latency(2, 50)
+    c.set_disk_latency(2, 10, reorder=True)  # at once, on request
+    assert c._core.disk_latency(2) == 10
+    for _ in range(20):
+        c.set_disk_latency(0, c.random.choice([1, 5, 40, 120]))
+        c.step_until_done(c.apply(b"1"))
+    c.step_until_applied(c.last_index(0))
+    assert [c.fsm(i).value for i in range(3)] == [21, 21, 21]
+    c.assert_consistent()
 
 
 def test_latency_does_not_break_safety():
@@ -449,3 +464,58 @@ def test_a_list_of_buffers_snapshot_works_in_the_cluster():
     c.converge()
     c.assert_consistent()
     assert all(c._core.snapshots_taken(i) >= 1 for i in range(3))
+
+
+def test_membership_add_assign_remove():
+    c = Cluster(3, fsm=Counter, seed=3)
+    c.elect(0)
+    c.step_until_done(c.apply(b"5"))
+    i = c.grow()
+    assert (i, c.n) == (3, 4) and i not in c.configuration()
+    assert c.step_until_done(c.add(i)) is None
+    assert c.configuration()[i] == raft.Role.SPARE
+    c.step_until_done(c.assign(i, raft.Role.VOTER))
+    assert c.configuration()[i] == raft.Role.VOTER
+    f = c.apply(b"2")
+    assert c.step_until_done(f) == 7
+    c.step_until_applied(f.index, i)
+    assert c.fsm(i).value == 7
+    assert c.step_until_done(c.remove(1)) is None
+    assert sorted(c.configuration()) == [0, 2, 3]
+    c.kill(1)  # it no longer hears from the leader
+    g = c.apply(b"1")
+    c.step_until_applied(g.index, [0, 2, 3])
+    c.assert_consistent()
+
+
+def test_membership_errors():
+    c = Cluster(3, fsm=Counter)
+    i = c.grow()
+    assert isinstance(c.add(i).exception(), raft.NotLeaderError)  # no leader yet
+    c.elect(0)
+    first, second = c.add(i), c.remove(1)
+    assert isinstance(second.exception(), raft.CantChangeError)  # one at a time
+    c.step_until_done(first)
+    assert isinstance(c.assign(i, raft.Role.SPARE).exception(), raft.RaftError)  # same role
+    assert isinstance(c.apply(b"1", on=1).exception(), raft.NotLeaderError)
+    with pytest.raises(IndexError):
+        c.remove(9)
+    while c.n < 8:
+        c.grow()
+    with pytest.raises(raft.RaftError):
+        c.grow()
+
+
+def test_a_grown_voter_catches_up_by_snapshot():
+    c = Cluster(3, fsm=Counter, seed=11)
+    c.set_snapshot_threshold(8, trailing=2)
+    c.elect(0)
+    futs = [c.apply(b"1") for _ in range(30)]
+    c.step_until_done(futs[-1])
+    i = c.grow()
+    c.step_until_done(c.add(i))
+    c.step_until_done(c.assign(i, raft.Role.VOTER))
+    c.step_until_applied(c.last_index(0), i)
+    assert c.fsm(i).value == 30
+    assert c._core.restored_at(i) > 0
+    c.assert_consistent()

@@ -279,3 +279,67 @@ fix install-snapshot-leak recv_install_snapshot.c \
 #     raft_fixture (the simulation) is affected, not raft_uv.
 fix fixture-truncate fixture.c \
   's/(\n[ \t]*)n = \(size_t\)\(index - 1\); \/\* Number of entries left after truncation \*\//$1\/* canonical-raft fix: fixture-truncate *\/$1n = index > io->start_index ? (size_t)(index - 1 - io->start_index) : 0;/'
+
+# 13. A leader decides to send InstallSnapshot for its snapshot at index/term X,
+#     then loads it (io->snapshot_get) asynchronously; if a newer snapshot was
+#     taken meanwhile, legacyLoadSnapshotCb moved the message's last_index to the
+#     loaded one but kept the old last_term. The follower then installed e.g.
+#     31^11 where the leader's entry 31 is 31^13, found a "conflicting committed
+#     entry" at the next AppendEntries and returned RAFT_SHUTDOWN, whose error
+#     path frees the entries batch twice (recvAppendEntries and recvCb): "double
+#     free" in the simulation (seed 5000105, 5 servers, snapshots on). Not
+#     fixture-specific: raft_uv's snapshot_get also returns the latest snapshot.
+fix snapshot-load-term legacy.c \
+  's/(\n([ \t]*)params->last_index = snapshot->index;\n)/$1$2params->last_term = snapshot->term; \/* canonical-raft fix: snapshot-load-term *\/\n/'
+
+# 14. A follower set commit_index = min(leader_commit, prev_log_index + n_entries)
+#     whenever leader_commit was higher, so an AppendEntries whose last entry lies
+#     below the follower's commit index (a new leader's heartbeat at a stale
+#     next_index: prev 43, none, commit 46, on a follower at 44) moved it back.
+#     libraft then took its next snapshot at that lower commit index, with the
+#     FSM state of the higher last_applied: a follower installing it re-applied
+#     entry 44 (the simulation's "FSM snapshots differ", seed 5502031, 5 servers,
+#     pre-vote, snapshots and membership changes on). Never lower it.
+fix commit-decrease replication.c \
+  's/(\n([ \t]*)if \(args->leader_commit > r->commit_index)\) \{(\n[ \t]*raft_index last_new_entry = args->prev_log_index \+ args->n_entries;)/$1 \&\& \/* canonical-raft fix: commit-decrease *\/\n$2    args->prev_log_index + args->n_entries > r->commit_index) {$3/'
+
+# 15. A pre-vote reply carried the request's term even when the voter's own term
+#     was higher and it refused for that reason ("remote term is lower"), so the
+#     candidate never learnt the higher term. Candidates with the longest logs
+#     (term 4) then asked for term 5 for ever while the servers at terms 6 and 7,
+#     with shorter logs, could not win: no leader, ever (simulation seed 5502788,
+#     5 servers, pre-vote). Reply with the voter's term when it is higher (the
+#     candidate then bumps its term, as recvRequestVoteResult already does).
+fix pre-vote-term recv_request_vote.c \
+  's/(\n([ \t]*)if \(args->pre_vote)\) \{(\n[ \t]*result->term = args->term;)/$1 \&\& args->term >= r->current_term) { \/* canonical-raft fix: pre-vote-term *\/$3/'
+
+# 16. A follower took entries that its snapshot covers as missing (TrailTermOf is 0
+#     below the snapshot) when an AppendEntries started at index 1 (prev 0 passes
+#     the log-matching check), and appended them after its snapshot: entry 1 of
+#     term 1 after records of higher terms (trail.c assertion; memory corruption
+#     and SIGSEGV without assertions). Seen in the simulation with snapshots,
+#     membership changes and lowered disk latencies (seed 5500300, 5 servers,
+#     pre-vote). Entries at or below the snapshot index are committed and match:
+#     skip them.
+fix snapshot-covered-entries replication.c \
+  's/(\n([ \t]*)raft_term local_term = TrailTermOf\(&r->trail, entry_index\);\n)/$1\n$2if (entry_index <= TrailSnapshotIndex(&r->trail)) {\n$2    continue; \/* canonical-raft fix: snapshot-covered-entries *\/\n$2}\n/'
+
+# 17. The same for the previous entry: a follower whose snapshot (38) is past an
+#     AppendEntries' prev_log_index (34), with the entries before its snapshot
+#     compacted, answered "missing previous entry" and its hint sent the leader
+#     further back; the leader then sent its snapshot (34), ignored as older
+#     ("have more recent snapshot"), and started again: that follower never caught
+#     up (simulation seed 3502160, 3 servers, pre-vote). An index at or below the
+#     snapshot is committed, so the leader's entry there matches: accept it.
+fix snapshot-covered-prev replication.c \
+  's/(\n([ \t]*)local_prev_term = TrailTermOf\(&r->trail, args->prev_log_index\);\n)/\n$2if (args->prev_log_index <= TrailSnapshotIndex(&r->trail)) {\n$2    return 0; \/* canonical-raft fix: snapshot-covered-prev *\/\n$2}\n$1/'
+
+# 18. A snapshot the node took itself that completes while an InstallSnapshot waits
+#     for it (snapshot_pending) was still recorded: the core had already reset its
+#     trail to the installed snapshot (TrailRestore when the install began), so
+#     RAFT_SNAPSHOT for the older index read a term the trail no longer has
+#     (trail.c assertion; garbage terms such as "36^49" without assertions, then a
+#     follower that never caught up: simulation seed 3500786, 3 servers, pre-vote).
+#     The install supersedes it: drop it and start the install.
+fix take-snapshot-superseded legacy.c \
+  's/\n    logSnapshot\(r->legacy\.log, metadata\.index, r->legacy\.snapshot_trailing\);\n\n    event\.type = RAFT_SNAPSHOT;\n    memset\(&event\.reserved, 0, sizeof event\.reserved\);\n    event\.snapshot\.metadata = metadata;\n    event\.snapshot\.trailing = r->legacy\.snapshot_trailing;\n    LegacyForwardToRaftIo\(r, &event\);\n/\n    if (r->legacy.snapshot_pending != NULL) { \/* canonical-raft fix: take-snapshot-superseded *\/\n        configurationClose(&metadata.configuration);\n    } else {\n        logSnapshot(r->legacy.log, metadata.index, r->legacy.snapshot_trailing);\n        event.type = RAFT_SNAPSHOT;\n        memset(&event.reserved, 0, sizeof event.reserved);\n        event.snapshot.metadata = metadata;\n        event.snapshot.trailing = r->legacy.snapshot_trailing;\n        LegacyForwardToRaftIo(r, &event);\n    }\n/'

@@ -20,6 +20,7 @@
 #include "../../third_party/libraft-0.22.1/include/raft/fixture.h"
 #include "../../third_party/libraft-0.22.1/include/raft/uv.h"
 #include "../../third_party/libraft-0.22.1/src/configuration.h"
+#include "../../third_party/libraft-0.22.1/src/trail.h"
 #include "../../third_party/libraft-0.22.1/src/uv_encoding.h"
 
 #define CHECK(cond)                                                        \
@@ -414,6 +415,37 @@ static int caseFixtureTruncate(void)
     return 0;
 }
 
+/* snapshot-load-term: leader 1 (term 3) holds a snapshot of term 2 and starts
+ * loading it for server 2 on a slow disk; meanwhile its disk gets fast and it
+ * takes a snapshot of term 3. The load returns the new snapshot: the message must
+ * carry its term, not the old one's. */
+static int caseSnapshotLoadTerm(void)
+{
+    static struct cluster c;
+    clusterStart(&c, 4, 2);
+    raft_fixture_elect(&c.f, 0);
+    raft_fixture_kill(&c.f, 2);
+    applyN(&c, 0, 20, true);
+    raft_fixture_step_until_elapsed(&c.f, 500); /* servers 0 and 1 compact */
+    raft_fixture_depose(&c.f);
+    raft_fixture_elect(&c.f, 1);
+    struct raft *leader = raft_fixture_get(&c.f, 1);
+    CHECK(raft_current_term(leader) > 2);
+    raft_fixture_set_disk_latency(&c.f, 1, 1000);
+    raft_fixture_revive(&c.f, 2);
+    raft_fixture_step_until_elapsed(&c.f, 300); /* the snapshot load is in flight */
+    raft_fixture_set_disk_latency(&c.f, 1, 10);
+    applyN(&c, 1, 6, true); /* a new snapshot, of the new term, before it ends */
+    raft_index last = raft_last_index(leader);
+    CHECK(raft_fixture_step_until_applied(&c.f, 2, last - 3, 10000));
+    struct raft *follower = raft_fixture_get(&c.f, 2);
+    raft_index installed = TrailSnapshotIndex(&follower->trail);
+    CHECK(installed > 21);
+    CHECK(TrailTermOf(&follower->trail, installed) == raft_current_term(leader));
+    raft_fixture_close(&c.f);
+    return 0;
+}
+
 static const struct
 {
     const char *name;
@@ -425,6 +457,7 @@ static const struct
     {"message-length", caseMessageLength},
     {"install-snapshot-leak", caseInstallSnapshotLeak},
     {"fixture-truncate", caseFixtureTruncate},
+    {"snapshot-load-term", caseSnapshotLoadTerm},
 };
 
 int main(int argc, char *argv[])
