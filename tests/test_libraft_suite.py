@@ -34,6 +34,7 @@ CASES = [
     "message-length",
     "install-snapshot-leak",
     "fixture-truncate",
+    "snapshot-load-term",
 ]
 
 
