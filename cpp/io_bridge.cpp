@@ -157,6 +157,15 @@ struct raft_snapshot* Bridge::make_snapshot(uint64_t index, uint64_t term, uint6
     return s;
 }
 
+// An op that carries one number (term, vote, truncation index); never fails.
+int Bridge::push_value(struct raft_io* io, int kind, uint64_t value) noexcept {
+    IoOp op;
+    op.kind = kind;
+    op.a = value;
+    bridge_of(io)->ops_.push_back(std::move(op));
+    return 0;
+}
+
 int Bridge::io_init(struct raft_io*, raft_id, const char*) noexcept { return 0; }
 
 int Bridge::io_load(struct raft_io* io, raft_term* term, raft_id* voted_for,
@@ -223,19 +232,11 @@ int Bridge::io_recover(struct raft_io* io, const struct raft_configuration*) noe
 }
 
 int Bridge::io_set_term(struct raft_io* io, raft_term term) noexcept {
-    IoOp op;
-    op.kind = IoOp::kSetTerm;
-    op.a = term;
-    bridge_of(io)->ops_.push_back(std::move(op));
-    return 0;
+    return push_value(io, IoOp::kSetTerm, term);
 }
 
 int Bridge::io_set_vote(struct raft_io* io, raft_id id) noexcept {
-    IoOp op;
-    op.kind = IoOp::kSetVote;
-    op.a = id;
-    bridge_of(io)->ops_.push_back(std::move(op));
-    return 0;
+    return push_value(io, IoOp::kSetVote, id);
 }
 
 int Bridge::io_send(struct raft_io* io, struct raft_io_send* req, const struct raft_message* msg,
@@ -282,11 +283,7 @@ int Bridge::io_append(struct raft_io* io, struct raft_io_append* req,
 }
 
 int Bridge::io_truncate(struct raft_io* io, raft_index index) noexcept {
-    IoOp op;
-    op.kind = IoOp::kTruncate;
-    op.a = index;
-    bridge_of(io)->ops_.push_back(std::move(op));
-    return 0;
+    return push_value(io, IoOp::kTruncate, index);
 }
 
 int Bridge::io_snapshot_put(struct raft_io* io, unsigned trailing, struct raft_io_snapshot_put* req,

@@ -126,6 +126,7 @@ private:
     static int io_snapshot_get(struct raft_io*, struct raft_io_snapshot_get*,
                                raft_io_snapshot_get_cb) noexcept;
     static raft_time io_time(struct raft_io*) noexcept;
+    static int push_value(struct raft_io* io, int kind, uint64_t value) noexcept;
     static int io_random(struct raft_io*, int, int) noexcept;
 
     struct raft_snapshot* make_snapshot(uint64_t index, uint64_t term, uint64_t conf_index,
