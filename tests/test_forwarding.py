@@ -3,6 +3,8 @@ follower travel to the leader and resolve to its result, on both engines."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from conftest import FAST, KV, WAIT, free_port, wait_for
 
@@ -39,6 +41,24 @@ def test_a_follower_forwards_to_the_leader_and_gets_its_result(forwarding_cluste
         follower.apply(b"fail boom").result(WAIT)
     assert leader.fsm.data["k"] == "v"
     c.converge()
+
+
+class SlowKV(KV):
+    """Applies slowly, so a follower's FSM trails the leader's."""
+
+    def apply(self, command: bytes):
+        if command.startswith(b"incr"):
+            time.sleep(0.002)
+        return super().apply(command)
+
+
+def test_a_forwarded_barrier_waits_for_this_fsm_not_only_the_leaders(forwarding_cluster):
+    c, _, _ = forwarding_cluster(SlowKV)
+    follower = c.followers()[0]
+    futs = [follower.apply(b"incr n") for _ in range(300)]
+    assert futs[-1].result(WAIT) == 300
+    follower.barrier().result(WAIT)
+    assert follower.fsm.data["n"] == "300"  # the leader's applied index, reached here
 
 
 def test_forwarding_is_opt_in_per_node(cluster):

@@ -68,6 +68,8 @@ def run(node: Node, initial: list, started: list) -> None:
         with futures.batch():  # each event loop is woken once for the whole batch
             if not process(node, items):
                 return
+            if node._fwd_client is not None and node._fwd_client.waiting:
+                node._fwd_client.applied(node._applied)
         items = None
         try:
             snapshots.maybe_take(node)

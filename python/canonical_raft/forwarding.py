@@ -7,7 +7,10 @@ command to the leader's entry and the future resolves to the leader's result.
 
 The wire: requests ``u32 length | u8 kind (0 apply, 1 barrier) | u64 id |
 command`` and replies ``u32 length | u64 id | u8 kind | payload`` on one TCP
-connection per follower, pipelined. A result, and an exception FSM.apply
+connection per follower, pipelined. A barrier's reply carries the index the
+leader had applied when it resolved; the follower's future resolves once its
+own FSM has applied that far, so a read there after it sees every write
+acknowledged before the barrier. A result, and an exception FSM.apply
 raised, travel pickled (only a follower unpickles, what the leader of its own
 cluster sent); a RaftError as JSON (class, message, indeterminate, leader). A connection lost
 with requests in flight fails them as indeterminate (the command may still
@@ -19,6 +22,7 @@ whoever reaches it, as the uv engine's Raft port does.
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 import logging
 import pickle
@@ -26,7 +30,7 @@ import queue
 import socket
 import struct
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from . import errors
 from .config import parse_address
@@ -119,11 +123,13 @@ class Server:
         def reply(rid: int, ok: int, payload: bytes) -> None:
             out.put(_REP.pack(len(payload) + 9, rid, ok) + payload)
 
-        def done(rid: int, fut: Future) -> None:
+        def done(rid: int, kind: int, fut: Future) -> None:
             exc = fut.exception()
             try:
                 if exc is None:
-                    reply(rid, _RESULT, pickle.dumps(fut.result()))
+                    # On the applier thread: _applied is the barrier's index here.
+                    result = self.node._applied if kind == BARRIER else fut.result()
+                    reply(rid, _RESULT, pickle.dumps(result))
                 elif isinstance(exc, errors.RaftError):
                     reply(rid, _ERROR, _encode_error(exc))
                 else:  # the FSM's own exception (applied; raised alike everywhere)
@@ -146,7 +152,7 @@ class Server:
                 except errors.RaftError as exc:
                     reply(rid, _ERROR, _encode_error(exc))
                     continue
-                fut.add_done_callback(functools.partial(done, rid))
+                fut.add_done_callback(functools.partial(done, rid, kind))
         except (ConnectionError, OSError, struct.error):
             return
         finally:
@@ -162,8 +168,12 @@ class Client:
         self.addresses = addresses
         self.lock = threading.Lock()
         self.conn: Optional[Tuple[int, socket.socket]] = None
-        self.pending: Dict[int, Future] = {}
+        self.pending: Dict[int, Tuple[int, Future]] = {}
         self.next_id = 1
+        # Forwarded barriers the leader answered, waiting for this FSM to apply
+        # as far as the leader had: (index, order, future), a heap.
+        self.waiting: List[Tuple[int, int, Future]] = []
+        self.waiting_lock = threading.Lock()
 
     def submit(self, kind: int, command: bytes, fut: Future) -> None:
         leader = self.node.leader
@@ -179,7 +189,7 @@ class Client:
             self.next_id += 1
             try:
                 sock = self._connect(leader.id, target)
-                self.pending[rid] = fut
+                self.pending[rid] = (kind, fut)
                 sock.sendall(_REQ.pack(len(command) + 9, kind, rid) + command)
             except OSError as exc:
                 sent = self.pending.pop(rid, None) is not None
@@ -209,7 +219,7 @@ class Client:
             except OSError:
                 pass
         pending, self.pending = self.pending, {}
-        for fut in pending.values():
+        for _, fut in pending.values():
             if not fut.done():
                 fut.set_exception(errors.LeadershipLostError(
                     f"forwarded command in flight when {why}", indeterminate=True))
@@ -220,10 +230,12 @@ class Client:
                 length, rid, ok = _REP.unpack(_read_exact(sock, _REP.size))
                 payload = _read_exact(sock, length - 9)
                 with self.lock:
-                    fut = self.pending.pop(rid, None)
+                    kind, fut = self.pending.pop(rid, (APPLY, None))
                 if fut is None or fut.done():
                     continue
-                if ok == _RESULT:
+                if ok == _RESULT and kind == BARRIER:
+                    self._when_applied(int(pickle.loads(payload)), rid, fut)
+                elif ok == _RESULT:
                     fut.set_result(pickle.loads(payload))
                 elif ok == _RAISED:
                     fut.set_exception(pickle.loads(payload))
@@ -234,9 +246,33 @@ class Client:
                 if self.conn is not None and self.conn[1] is sock:
                     self._drop("the connection to the leader was lost")
 
+    def _when_applied(self, index: int, order: int, fut: Future) -> None:
+        with self.waiting_lock:  # the applier reads _applied, then takes this lock
+            if self.node._applied < index:
+                heapq.heappush(self.waiting, (index, order, fut))
+                return
+        fut.set_result(None)
+
+    def applied(self, index: int) -> None:
+        """The applier, after each batch: resolve the barriers now covered."""
+        done = []
+        with self.waiting_lock:
+            while self.waiting and self.waiting[0][0] <= index:
+                done.append(heapq.heappop(self.waiting)[2])
+        for fut in done:
+            if not fut.done():
+                fut.set_result(None)
+
     def close(self) -> None:
         with self.lock:
             self._drop("the node closed")
+        with self.waiting_lock:
+            waiting, self.waiting = self.waiting, []
+        for _, _, fut in waiting:
+            if not fut.done():
+                fut.set_exception(errors.ShutdownError(
+                    "node closed before it applied as far as the leader's barrier",
+                    indeterminate=False))
 
 
 def check(forward: Any, node_id: int) -> Dict[int, str]:
