@@ -110,3 +110,46 @@ def test_tls_files_that_do_not_load_are_a_clear_error(tmp_path):
                                                       tmp_path / "no-ca.pem"))
     with pytest.raises(raft.InvalidConfigError, match="cannot load"):
         node.start()
+
+
+def test_forwarding_runs_over_the_same_mutual_tls(tmp_path, caplog):
+    """Node(forward=..., tls=...): a follower's apply travels to the leader over
+    TLS (a plaintext or other-CA client is refused there), with big frames both
+    ways at once (one reader thread, many writers on one connection)."""
+    caplog.set_level(logging.WARNING, logger="canonical_raft.forwarding")
+    ca, rogue_ca = trustme.CA(), trustme.CA()
+    cluster = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+    forward = {i: f"127.0.0.1:{free_port()}" for i in cluster}
+    nodes = [raft.Node(i, cluster[i], KV(), engine="asyncio", store=raft.MemoryStore(),
+                       cluster=cluster, config=FAST, forward=forward,
+                       tls=write_identity(ca, tmp_path, f"n{i}")).start() for i in cluster]
+    try:
+        leader = wait_for(lambda: next((n for n in nodes if n.is_leader), None), what="leader")
+        follower = next(n for n in nodes if n is not leader)
+        big = "v" * 300_000
+        futs = [follower.apply(f"set k{i} {big}".encode()) for i in range(20)]
+        assert all(f.result(WAIT) == big for f in futs)
+        assert all(f.index is not None for f in futs)  # the leader's log index
+        follower.barrier().result(WAIT)
+        assert follower.fsm.data["k19"] == big
+        host, port = forward[leader.id].split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(struct.pack("<IBQ", 9 + 9, 0, 1) + b"set x bad")
+            s.settimeout(5)
+            try:
+                assert s.recv(100) == b""  # refused: closed without an answer
+            except OSError:
+                pass
+        ctx = write_identity(rogue_ca, tmp_path, "rogue").client_context()
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with pytest.raises((ssl.SSLError, OSError)):
+                with ctx.wrap_socket(raw) as s:
+                    s.sendall(struct.pack("<IBQ", 9 + 9, 0, 1) + b"set x bad")
+                    assert s.recv(100) == b""
+                    raise OSError("closed")
+        wait_for(lambda: "refused a forwarding connection: TLS" in caplog.text,
+                 what="the refusal logged")
+        assert "x" not in leader.fsm.data
+    finally:
+        for node in nodes:
+            node.close()

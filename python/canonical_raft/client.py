@@ -71,9 +71,15 @@ class ClusterClient:
 
     def __init__(self, client_ports: dict[int, int], *, host: str = "127.0.0.1",
                  timeout: float = 30.0, attempt_timeout: float = 15.0,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, via: int | None = None) -> None:
+        """``via``: send writes and linearizable reads to this node, whichever
+        its role, for servers started with ``--forward`` (a follower forwards
+        them to the leader); move on to the next node only when it does not
+        answer or knows no leader. Without it, requests go to the leader."""
         if not client_ports:
             raise ValueError("client_ports must name at least one node")
+        if via is not None and via not in client_ports:
+            raise ValueError(f"via={via} is not one of the nodes {sorted(client_ports)}")
         self.ports = dict(client_ports)
         self.host = host
         self.timeout = timeout
@@ -85,6 +91,7 @@ class ClusterClient:
         self.last_index: int | None = None
         self._seq = 0
         self._leader: int | None = None
+        self.via = via  # the node requests go to (forwarding), moved on failure
         self._conns: dict[int, _Connection] = {}
         self._lock = threading.RLock()
         self._rotation = 0
@@ -205,12 +212,17 @@ class ClusterClient:
                         f"(last: {problem})", indeterminate=write)
                 if attempt:
                     self.retries += 1
-                target = self._leader if self._leader is not None else self._next_node()
+                if self.via is not None:
+                    target = self.via
+                else:
+                    target = self._leader if self._leader is not None else self._next_node()
                 try:
                     reply = self._call(target, request, min(remaining, self.attempt_timeout))
                 except (OSError, ValueError) as exc:  # down, reset, timed out, garbled
                     problem = f"node {target}: {exc!r}"
                     self._leader = None
+                    if self.via is not None:
+                        self.via = self._next_node()
                     attempt += 1
                     # Try every node once quickly, then back off.
                     if attempt % len(self.ports) == 0:
@@ -226,6 +238,11 @@ class ClusterClient:
                 hint = reply.get("leader_id")
                 if hint not in self.ports and isinstance(reply.get("leader_client"), int):
                     self.ports[hint] = reply["leader_client"]  # a leader we were not told of
+                if self.via is not None:  # it knows no leader (or lost it): try another
+                    if error == "not_leader":
+                        self.via = self._next_node()
+                    self._pause(attempt, deadline)
+                    continue
                 if error == "not_leader" and hint in self.ports and hint != target:
                     self._leader = hint
                     if attempt > 2:  # a stale hint can bounce between nodes

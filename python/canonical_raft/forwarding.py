@@ -7,7 +7,8 @@ command to the leader's entry and the future resolves to the leader's result.
 
 The wire: requests ``u32 length | u8 kind (0 apply, 1 barrier) | u64 id |
 command`` and replies ``u32 length | u64 id | u8 kind | payload`` on one TCP
-connection per follower, pipelined. A barrier's reply carries the index the
+connection per follower, pipelined. An apply's result travels with the log
+index it was applied at (``ApplyFuture.index`` on the follower). A barrier's reply carries the index the
 leader had applied when it resolved; the follower's future resolves once its
 own FSM has applied that far, so a read there after it sees every write
 acknowledged before the barrier. A result, and an exception FSM.apply
@@ -15,8 +16,10 @@ raised, travel pickled (only a follower unpickles, what the leader of its own
 cluster sent); a RaftError as JSON (class, message, indeterminate, leader). A connection lost
 with requests in flight fails them as indeterminate (the command may still
 commit): retry through a session (``canonical_raft.sessions``) so nothing
-applies twice. Listen on a private network: the port accepts commands from
-whoever reaches it, as the uv engine's Raft port does.
+applies twice. With ``Node(tls=...)`` (the asyncio engine) the channel
+requires the same mutual TLS as the raft connections; otherwise listen on a
+private network: the port accepts commands from whoever reaches it, as the uv
+engine's Raft port does.
 """
 
 from __future__ import annotations
@@ -30,14 +33,16 @@ import queue
 import socket
 import struct
 import threading
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from . import errors
 from .config import parse_address
+from ._tls_channel import TLSChannel
 from .futures import Future
 
 if TYPE_CHECKING:
     from .node import Node
+    from .tls import TLS
 
 log = logging.getLogger("canonical_raft.forwarding")
 
@@ -46,9 +51,11 @@ _REP = struct.Struct("<IQB")   # length of the rest, id, ok
 APPLY, BARRIER = 0, 1
 _ERROR, _RESULT, _RAISED = 0, 1, 2  # reply kinds: a RaftError, a result, the FSM's exception
 MAX_FRAME = 64 * 1024 * 1024
+HANDSHAKE_TIMEOUT = 5.0  # connect, and the TLS handshake
+Stream = Union[socket.socket, TLSChannel]
 
 
-def _read_exact(sock: socket.socket, n: int) -> bytes:
+def _read_exact(sock: Stream, n: int) -> bytes:
     chunks = []
     while n:
         chunk = sock.recv(min(n, 1 << 20))
@@ -83,8 +90,10 @@ class Server:
     """The leader side: applies what followers forward, answers in order of
     completion (ids match them up)."""
 
-    def __init__(self, node: Node, address: str) -> None:
+    def __init__(self, node: Node, address: str, tls: TLS | None = None) -> None:
         self.node = node
+        self.served = 0  # requests followers forwarded here
+        self.context = tls.server_context() if tls is not None else None
         host, port = parse_address(address)
         self.sock = socket.create_server((host, port), reuse_port=False)
         self.thread = threading.Thread(target=self._accept, daemon=True,
@@ -106,7 +115,18 @@ class Server:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, sock: socket.socket) -> None:
+        conn: Stream = sock
+        if self.context is not None:
+            try:
+                sock.settimeout(HANDSHAKE_TIMEOUT)
+                conn = TLSChannel(sock, self.context, server_side=True)
+                sock.settimeout(None)
+            except OSError as exc:  # ssl.SSLError included
+                log.warning("node %d: refused a forwarding connection: TLS: %s",
+                            self.node.id, exc)
+                sock.close()
+                return
         # Replies leave from a writer thread: futures resolve on the applier
         # thread, which must never wait on a socket. The queue holds at most
         # what the leader admitted (its backpressure bounds it).
@@ -127,8 +147,10 @@ class Server:
             exc = fut.exception()
             try:
                 if exc is None:
-                    # On the applier thread: _applied is the barrier's index here.
-                    result = self.node._applied if kind == BARRIER else fut.result()
+                    # On the applier thread: _applied is the barrier's index here;
+                    # an apply's result travels with the index it was applied at.
+                    result = (self.node._applied if kind == BARRIER
+                              else (fut.result(), getattr(fut, "index", None)))
                     reply(rid, _RESULT, pickle.dumps(result))
                 elif isinstance(exc, errors.RaftError):
                     reply(rid, _ERROR, _encode_error(exc))
@@ -146,6 +168,7 @@ class Server:
                                 self.node.id)
                     return
                 command = _read_exact(conn, length - 9)
+                self.served += 1
                 try:
                     fut = (self.node._apply_here(command) if kind == APPLY
                            else self.node._barrier_here())
@@ -163,11 +186,13 @@ class Server:
 class Client:
     """The follower side: one pipelined connection to the current leader."""
 
-    def __init__(self, node: Node, addresses: Dict[int, str]) -> None:
+    def __init__(self, node: Node, addresses: Dict[int, str], tls: TLS | None = None) -> None:
         self.node = node
         self.addresses = addresses
+        self.context = tls.client_context() if tls is not None else None
+        self.sent = 0  # requests sent to a leader
         self.lock = threading.Lock()
-        self.conn: Optional[Tuple[int, socket.socket]] = None
+        self.conn: Optional[Tuple[int, Stream]] = None
         self.pending: Dict[int, Tuple[int, Future]] = {}
         self.next_id = 1
         # Forwarded barriers the leader answered, waiting for this FSM to apply
@@ -191,6 +216,7 @@ class Client:
                 sock = self._connect(leader.id, target)
                 self.pending[rid] = (kind, fut)
                 sock.sendall(_REQ.pack(len(command) + 9, kind, rid) + command)
+                self.sent += 1
             except OSError as exc:
                 sent = self.pending.pop(rid, None) is not None
                 self._drop(f"forwarding to node {leader.id} at {target} failed")
@@ -199,32 +225,40 @@ class Client:
                         f"cannot forward to the leader (node {leader.id} at {target}): {exc}",
                         indeterminate=sent))
 
-    def _connect(self, leader_id: int, address: str) -> socket.socket:
+    def _connect(self, leader_id: int, address: str) -> Stream:
         if self.conn is not None and self.conn[0] == leader_id:
             return self.conn[1]
         self._drop("the leader changed")
         host, port = parse_address(address)
-        sock = socket.create_connection((host, port), timeout=5)
+        sock = socket.create_connection((host, port), timeout=HANDSHAKE_TIMEOUT)
+        conn: Stream = sock
+        if self.context is not None:
+            try:
+                conn = TLSChannel(sock, self.context, server_side=False)
+            except OSError:
+                sock.close()
+                raise
         sock.settimeout(None)
-        self.conn = (leader_id, sock)
-        threading.Thread(target=self._read, args=(sock,), daemon=True).start()
-        return sock
+        self.conn = (leader_id, conn)
+        threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+        return conn
 
     def _drop(self, why: str) -> None:
         """Close the connection; what was in flight may still commit."""
         conn, self.conn = self.conn, None
         if conn is not None:
             try:
-                conn[1].close()
+                conn[1].shutdown(socket.SHUT_RDWR)  # wakes the reader thread
             except OSError:
                 pass
+            conn[1].close()
         pending, self.pending = self.pending, {}
         for _, fut in pending.values():
             if not fut.done():
                 fut.set_exception(errors.LeadershipLostError(
                     f"forwarded command in flight when {why}", indeterminate=True))
 
-    def _read(self, sock: socket.socket) -> None:
+    def _read(self, sock: Stream) -> None:
         try:
             while True:
                 length, rid, ok = _REP.unpack(_read_exact(sock, _REP.size))
@@ -233,18 +267,28 @@ class Client:
                     kind, fut = self.pending.pop(rid, (APPLY, None))
                 if fut is None or fut.done():
                     continue
-                if ok == _RESULT and kind == BARRIER:
-                    self._when_applied(int(pickle.loads(payload)), rid, fut)
-                elif ok == _RESULT:
-                    fut.set_result(pickle.loads(payload))
-                elif ok == _RAISED:
-                    fut.set_exception(pickle.loads(payload))
-                else:
-                    fut.set_exception(_decode_error(payload))
+                try:
+                    self._settle(kind, ok, rid, fut, payload)
+                except Exception as exc:  # e.g. a result class this process lacks
+                    fut.set_exception(errors.RaftError(
+                        f"the leader's answer cannot be read here: {exc!r} (the command "
+                        "was applied)", indeterminate=False))
         except (ConnectionError, OSError, struct.error, ValueError):
             with self.lock:
                 if self.conn is not None and self.conn[1] is sock:
                     self._drop("the connection to the leader was lost")
+
+    def _settle(self, kind: int, ok: int, rid: int, fut: Future, payload: bytes) -> None:
+        if ok == _RESULT and kind == BARRIER:
+            self._when_applied(int(pickle.loads(payload)), rid, fut)
+        elif ok == _RESULT:
+            result, index = pickle.loads(payload)
+            fut.index = index  # type: ignore[attr-defined]
+            fut.set_result(result)
+        elif ok == _RAISED:
+            fut.set_exception(pickle.loads(payload))
+        else:
+            fut.set_exception(_decode_error(payload))
 
     def _when_applied(self, index: int, order: int, fut: Future) -> None:
         with self.waiting_lock:  # the applier reads _applied, then takes this lock

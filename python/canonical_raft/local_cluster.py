@@ -75,13 +75,16 @@ def _per_node(value: Any, ids: list[int], default: Any, what: str) -> dict[int, 
 class LocalCluster:
     """``size`` server processes; ids 1..size. ``server_args`` are passed to
     every ``serve`` (e.g. ["--snapshot-threshold", "64"]); ``engines``,
-    ``store`` and ``tls`` choose each node's engine (module docstring)."""
+    ``store`` and ``tls`` choose each node's engine (module docstring);
+    ``forward`` starts every node with ``--forward`` (followers forward
+    writes and barriers to the leader)."""
 
     def __init__(self, base_dir: str | os.PathLike, size: int = 3, *,
                  server_args: Sequence[str] = (), python: str = sys.executable,
                  engines: str | Mapping[int, str] | None = None,
                  store: str | Mapping[int, str] = "memory",
-                 tls: Mapping[int, tuple[Any, Any, Any]] | None = None) -> None:
+                 tls: Mapping[int, tuple[Any, Any, Any]] | None = None,
+                 forward: bool = False) -> None:
         self.base = Path(base_dir)
         self.base.mkdir(parents=True, exist_ok=True)
         self.ids = list(range(1, size + 1))
@@ -93,6 +96,8 @@ class LocalCluster:
                                                                      "tls")
         self.raft_ports = {i: free_port() for i in self.ids}
         self.client_ports = {i: free_port() for i in self.ids}
+        # serve --forward: followers send writes and barriers to the leader.
+        self.forward_ports = {i: free_port() for i in self.ids} if forward else None
         self.server_args = list(server_args)
         self.python = python
         self.procs: dict[int, subprocess.Popen] = {}
@@ -132,7 +137,13 @@ class LocalCluster:
                 "--cluster", joined({i: self.address(i) for i in self.ids}),
                 "--client-port", str(self.client_ports[node_id]),
                 "--client-ports", joined(self.client_ports), "--exit-with-parent",
-                *self.engine_args(node_id), *self.server_args]
+                *self.forward_args(), *self.engine_args(node_id), *self.server_args]
+
+    def forward_args(self) -> list[str]:
+        if self.forward_ports is None:
+            return []
+        return ["--forward", ",".join(f"{i}=127.0.0.1:{p}"
+                                      for i, p in sorted(self.forward_ports.items()))]
 
     # ---------------------------------------------------------- processes
 

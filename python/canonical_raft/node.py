@@ -180,7 +180,8 @@ class Node:
             self._prepare_storage()
             if self._forward is not None and self._fwd_server is None:
                 try:
-                    self._fwd_server = forwarding.Server(self, self._forward[self.id])
+                    self._fwd_server = forwarding.Server(self, self._forward[self.id],
+                                                         getattr(self._engine, "tls", None))
                 except OSError as exc:
                     self._unlock_data_dir()
                     raise AddressInUseError(f"cannot listen on the forwarding address "
@@ -230,7 +231,8 @@ class Node:
             self._started = True
             _live_nodes.add(self)
             if self._forward is not None:
-                self._fwd_client = forwarding.Client(self, self._forward)
+                self._fwd_client = forwarding.Client(self, self._forward,
+                                                     getattr(self._engine, "tls", None))
         self._report_membership()
         return self
 
@@ -763,6 +765,12 @@ class Node:
         return self.state == State.LEADER
 
     @property
+    def forwards(self) -> bool:
+        """Whether apply() and barrier() on this node, as a follower, travel to
+        the leader (``Node(forward=...)``)."""
+        return self._forward is not None
+
+    @property
     def leader(self) -> Leader | None:
         """The leader this node knows of, or None."""
         s = self._status()
@@ -810,7 +818,9 @@ class Node:
         stats.update(id=self.id, address=self.address, state=State(stats["state"]).name,
                      last_applied=self._applied, pending_applies=len(self._pending),
                      snapshots_taken=snapshots["taken"],
-                     snapshots_restored=snapshots["restored"], snapshot=snapshots)
+                     snapshots_restored=snapshots["restored"], snapshot=snapshots,
+                     forwarded_sent=self._fwd_client.sent if self._fwd_client else 0,
+                     forwarded_served=self._fwd_server.served if self._fwd_server else 0)
         return stats
 
     def wait_leader(self, timeout: float | None = None) -> Any:

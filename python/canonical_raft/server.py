@@ -11,8 +11,9 @@ reply line per request line, in order. Requests::
     {"op": "delete", "key": k, ...}   {"op": "incr", "key": k, "by": n, ...}
     {"op": "cas", "key": k, "expected": e, "value": v, ...}
     {"op": "get", "key": k}           local read, possibly stale, on any node
-    {"op": "barrier_get", "key": k}   linearizable read, leader only
-    {"op": "read_index", "key": k}    linearizable read, leader only: also "index"
+    {"op": "barrier_get", "key": k}   linearizable read, leader only (or --forward)
+    {"op": "read_index", "key": k}    linearizable read, leader only (or --forward):
+                                      also "index"
     {"op": "status"}                  {"op": "dump"}  (this node's whole dict)
     {"op": "journal", "from": n, "limit": m, "commands": bool}  the apply journal
     {"op": "probe"} {"op": "bulk", ...} {"op": "load", ...}  test rig: see _slowfsm.py
@@ -23,7 +24,9 @@ at (for a retry that the KVStore recognised as a duplicate: the retry's entry,
 not the original's). ``read_index`` answers ``{"ok", "found", "value",
 "index"}``: after a barrier on the leader, the value as of at least ``index``
 (this node's applied index before the read). See ``Journal`` for the journal.
-Writes on a follower answer ``{"error": "not_leader", "leader_id": id,
+With ``--forward`` (every member's forwarding address), a follower sends writes
+and barriers to the leader (Node(forward=...)) and answers them itself.
+Otherwise writes on a follower answer ``{"error": "not_leader", "leader_id": id,
 "leader_client": port}`` (the port from --client-ports, or null). Errors after
 which the command may still commit carry ``"indeterminate": true``: retry
 with the same client and seq. An optional "rid" in a request is echoed back.
@@ -104,6 +107,10 @@ def _cluster_arg(text: str) -> dict[int, str]:
     return parse_map(text, "--cluster")
 
 
+def _forward_arg(text: str) -> dict[int, str]:
+    return parse_map(text, "--forward")
+
+
 def _ports_arg(text: str) -> dict[int, int]:
     ports = parse_map(text, "--client-ports")
     if not all(p.isdigit() for p in ports.values()):
@@ -123,6 +130,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client-ports", type=_ports_arg, default={},
                    help="every member's client port, 1=9101,2=..., so followers can "
                         "redirect clients to the leader")
+    p.add_argument("--forward", type=_forward_arg, default=None,
+                   help="every member's forwarding address, 1=host:port,2=...: writes "
+                        "and linearizable reads on a follower then travel to the leader "
+                        "(Node(forward=...)) instead of answering not_leader")
     p.add_argument("--election-timeout", type=float, default=Config.election_timeout)
     p.add_argument("--heartbeat-timeout", type=float, default=Config.heartbeat_timeout)
     p.add_argument("--snapshot-threshold", type=int, default=Config.snapshot_threshold)
@@ -474,13 +485,20 @@ class Handler:
 
     async def write(self, op: str, req: dict) -> dict:
         command = _command(op, req)
-        if not self.node.is_leader:  # cheap early answer; the core checks again
+        if not self._here_or_forwarded():  # cheap early answer; the core checks again
             return self.not_leader()
         fut = self.node.apply(command)
         result = await self._wait(fut)
         if isinstance(result, dict):
             result = {**result, "index": fut.index}
         return result
+
+    def _here_or_forwarded(self) -> bool:
+        """Writes and linearizable reads run here on the leader, or on a follower
+        that forwards them (--forward): a forwarded barrier resolves once this
+        node applied as far as the leader had, so the local read after it is
+        linearizable too."""
+        return self.node.is_leader or self.node.forwards
 
     def read(self, req: dict) -> dict:
         key = req["key"]
@@ -492,7 +510,7 @@ class Handler:
     async def barrier_get(self, req: dict) -> dict:
         if not isinstance(req.get("key"), str):
             raise TypeError("key must be a string")
-        if not self.node.is_leader:
+        if not self._here_or_forwarded():
             return self.not_leader()
         await self._wait(self.node.barrier())
         return self.read(req)
@@ -504,7 +522,7 @@ class Handler:
         least that index)."""
         if not isinstance(req.get("key"), str):
             raise TypeError("key must be a string")
-        if not self.node.is_leader:
+        if not self._here_or_forwarded():
             return self.not_leader()
         await self._wait(self.node.barrier())
         index = self.node.last_applied
@@ -574,6 +592,8 @@ class Handler:
                 "last_index": node.last_index, "keys": len(self.store), "pid": os.getpid(),
                 "snapshots_taken": stats["snapshots_taken"],
                 "snapshots_restored": stats["snapshots_restored"],
+                "forwarded_sent": stats["forwarded_sent"],
+                "forwarded_served": stats["forwarded_served"],
                 "engine": node.engine, "store": self.store_kind,
                 "members": self.members()}
 
@@ -705,7 +725,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         try:
             node = JournalNode(args.id, args.address, rig.fsm, args.data_dir,
-                               cluster=args.cluster, config=config, journal=journal)
+                               cluster=args.cluster, config=config, journal=journal,
+                               forward=args.forward)
             node.on_leadership_change(_log_event)
             node.start()
         except (RaftError, ValueError, TypeError) as exc:
@@ -746,7 +767,7 @@ async def _serve_asyncio(args: argparse.Namespace, config: Config, journal: Jour
         return 1
     node = JournalNode(args.id, args.address, rig.fsm, args.data_dir, cluster=args.cluster,
                        config=config, journal=journal, engine="asyncio", store=raft_store,
-                       tls=tls_of(args))
+                       tls=tls_of(args), forward=args.forward)
     node.on_leadership_change(_log_event)
     try:
         await node.astart()

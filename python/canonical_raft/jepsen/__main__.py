@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the nodes' engine (mixed: odd ids uv, even ids asyncio)")
     p.add_argument("--store", choices=("memory", "mdb"), default="memory",
                    help="the asyncio nodes' store (memory: no fault that restarts a process)")
+    p.add_argument("--forward", action="store_true",
+                   help="nodes forward writes and barriers (serve --forward); each client "
+                        "talks to one node, whatever its role")
     p.add_argument("--crash-points", type=int, default=0,
                    help="also run this many crash points (0: none)")
     p.add_argument("--crash-kinds", default=",".join(KINDS))
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         run = run_schedule(RunConfig(seed=seed, time=args.time, nodes=args.nodes,
                                      clients=args.clients, rate=args.rate, keys=args.keys,
                                      faults=faults, artifacts=args.artifacts, keep=args.keep,
-                                     engine=args.engine, store=args.store))
+                                     engine=args.engine, store=args.store,
+                                     forward=args.forward))
         ok &= run.ok
         if not run.ok:
             failed.append(seed)
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         crash = run_crash_points(CrashConfig(seed=args.seed, points=args.crash_points,
                                              kinds=tuple(args.crash_kinds.split(",")),
                                              artifacts=args.artifacts, keep=args.keep,
-                                             engine=args.engine, store=args.store))
+                                             engine=args.engine, store=args.store,
+                                     forward=args.forward))
         ok &= crash.ok
         results.append(asdict(crash))
         if not args.json:

@@ -96,9 +96,9 @@ class ProxiedCluster(LocalCluster):
 
     def __init__(self, base_dir: str | os.PathLike, size: int = 3, *,
                  server_args: Sequence[str] = (), proxied: bool = True,
-                 engine: str = "uv", store: str = "memory") -> None:
+                 engine: str = "uv", store: str = "memory", forward: bool = False) -> None:
         super().__init__(base_dir, size, server_args=server_args,
-                         engines=engines_for(engine, size), store=store)
+                         engines=engines_for(engine, size), store=store, forward=forward)
         self.proxy = LinkProxy(self.raft_ports).start() if proxied else None
         self.paused: set[int] = set()
         self.deaths: list[tuple[int, int]] = []     # (node, exit status) we did not cause

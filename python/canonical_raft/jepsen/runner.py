@@ -51,6 +51,7 @@ class RunConfig:
     keep: bool = False                # keep the run directory after a clean run
     engine: str = "uv"                # uv, asyncio, or mixed (cluster.engines_for)
     store: str = "memory"             # the asyncio nodes' store: memory or mdb
+    forward: bool = False             # serve --forward; client n talks to node n only
 
     def server_args(self) -> list[str]:
         return ["--election-timeout", str(self.election_timeout),
@@ -88,6 +89,9 @@ class RunResult:
         left_out = self.extra.get("faults_left_out")
         if left_out:
             lines.append(f"  left out: {', '.join(left_out)} ({next(iter(left_out.values()))})")
+        if self.extra.get("forwarded"):
+            lines.append(f"  forwarded by followers: {self.extra['forwarded']} requests "
+                         "(since each node's last start)")
         if self.errors:
             lines.append(f"  client errors: {dict(sorted(self.errors.items()))}")
         for p in self.problems[:20]:
@@ -164,11 +168,12 @@ def run_schedule(cfg: RunConfig) -> RunResult:
     recorder = Recorder()
     problems: list[str] = []
     cluster = ProxiedCluster(base, cfg.nodes, server_args=cfg.server_args(),
-                             engine=cfg.engine, store=cfg.store)
+                             engine=cfg.engine, store=cfg.store, forward=cfg.forward)
     faults, left_out = restartable_faults(tuple(cfg.faults), cluster.all_durable())
     engine = cfg.engine if cfg.engine == "uv" else f"{cfg.engine}, {cfg.store} store"
     workload = nemesis = None
     converge_s = None
+    forwarded = 0
     verdict, explanation = "unknown", ""
     journals: dict = {}
     raft_checks: list[str] = []
@@ -181,7 +186,7 @@ def run_schedule(cfg: RunConfig) -> RunResult:
         workload = Workload(cluster.client_ports, recorder, random.Random(rng.getrandbits(64)),
                             clients=cfg.clients, rate=cfg.rate, keys=cfg.keys,
                             ops_per_key=cfg.ops_per_key, op_timeout=cfg.op_timeout,
-                            tag=f"s{cfg.seed}")
+                            tag=f"s{cfg.seed}", forward=cfg.forward)
         nemesis = Nemesis(cluster, random.Random(rng.getrandbits(64)), faults=faults,
                           interval=cfg.interval, election_timeout=cfg.election_timeout)
         workload.start()
@@ -201,6 +206,9 @@ def run_schedule(cfg: RunConfig) -> RunResult:
             problems.append(f"no convergence within {cfg.converge_timeout}s after healing: {exc}")
         if converge_s is not None:
             problems += final_reads(cluster, recorder, workload.keys.used, cfg.converge_timeout)
+            # Requests followers forwarded (since each process last started).
+            forwarded = sum(s.get("forwarded_sent", 0)
+                            for s in map(cluster.status, cluster.ids) if s is not None)
             with cluster.client(timeout=cfg.converge_timeout) as client:
                 journals, missing = fetch_journals(client, cluster.ids, cfg.converge_timeout)
             problems += missing
@@ -250,9 +258,10 @@ def run_schedule(cfg: RunConfig) -> RunResult:
         keys=len(workload.keys.used) if workload else 0,
         new_leader_s=list(nemesis.new_leader_s) if nemesis else [], converge_s=converge_s,
         seconds=time.monotonic() - started, explanation=explanation,
-        extra={"engine": engine, "faults_left_out": left_out,
+        extra={"engine": engine + (", forwarding" if cfg.forward else ""),
+               "faults_left_out": left_out,
                "new_leader_by_fault": dict(nemesis.new_leader_by_fault) if nemesis else {},
-               "raft_checks": raft_checks,
+               "raft_checks": raft_checks, "forwarded": forwarded,
                "indexed_ops": sum(op.index is not None for op in ops),
                "journal_records": {n: len(j["entries"]) for n, j in journals.items()}})
     if problems or cfg.keep:

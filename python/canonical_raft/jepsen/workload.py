@@ -6,7 +6,8 @@ moves to a fresh key (as Jepsen's independent keys do). That bounds how many
 operations, and indeterminate ones above all, one key's search must order,
 while each key still sees every client. Written values are unique integers.
 
-Reads are ``read_index`` reads (linearizable, on the leader). Recording
+Reads are ``read_index`` reads (linearizable: on the leader, or with
+``forward`` on any node, after a barrier forwarded to the leader). Recording
 (checker format): ``invoke`` just before the request, then ``ok`` with the
 raft ``index`` the server reported (a write's entry; the index a read was
 served at), the read's value (None when absent), ``fail`` (a CAS that did not
@@ -62,8 +63,11 @@ class Workload:
     def __init__(self, ports: dict[int, int], recorder: Recorder, rng: random.Random, *,
                  clients: int = 5, rate: float = 100.0, keys: int = 8, ops_per_key: int = 60,
                  op_timeout: float = 5.0, mix: tuple[float, float, float] = (0.4, 0.35, 0.25),
-                 tag: str = "") -> None:
+                 tag: str = "", forward: bool = False) -> None:
         self.ports = dict(ports)
+        # Forwarding: client n sends everything to node n (mod the size), which
+        # forwards it to the leader when it is a follower (serve --forward).
+        self.forward = forward
         self.recorder = recorder
         self.keys = KeySpace(keys, ops_per_key, prefix=f"{tag}k")
         self.clients = clients
@@ -81,7 +85,7 @@ class Workload:
 
     def start(self) -> None:
         for n, seed in enumerate(self._seeds):
-            t = threading.Thread(target=self._run, args=(random.Random(seed),),
+            t = threading.Thread(target=self._run, args=(random.Random(seed), n),
                                  name=f"jepsen-client-{n}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -101,14 +105,15 @@ class Workload:
         with self._values_lock:
             return next(self._values)
 
-    def _client(self, process: int) -> ClusterClient:
+    def _client(self, process: int, n: int) -> ClusterClient:
+        via = sorted(self.ports)[n % len(self.ports)] if self.forward else None
         return ClusterClient(self.ports, timeout=self.op_timeout,
                              attempt_timeout=min(2.0, self.op_timeout),
-                             client_id=f"{self.tag}p{process}")
+                             client_id=f"{self.tag}p{process}", via=via)
 
-    def _run(self, rng: random.Random) -> None:
+    def _run(self, rng: random.Random, n: int) -> None:
         process = self.recorder.new_process()
-        client = self._client(process)
+        client = self._client(process, n)
         next_at = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -119,7 +124,7 @@ class Workload:
                 if not self._one(client, process, rng):
                     client.close()
                     process = self.recorder.new_process()
-                    client = self._client(process)
+                    client = self._client(process, n)
         except Exception as exc:  # a harness bug: report it, never hide it
             self.bugs.append(f"client thread crashed: {exc!r}")
         finally:
