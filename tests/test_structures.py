@@ -1,6 +1,6 @@
 """Replicated structures (canonical_raft.structures) on a 3-node in-process
 cluster: each structure from threads and asyncio, the lock's lease in log
-time, and histories under a leader change checked by the linearizability
+time, and histories under leader changes and leader restarts checked by the linearizability
 checker (the dict as a CAS register per key, the counter, the lock for
 mutual exclusion)."""
 
@@ -28,6 +28,7 @@ from conftest import WAIT, wait_for
 
 def start(cluster, **fsm_kwargs):
     c = cluster(3, start=False)
+    c.fsm_kwargs = fsm_kwargs
     for i in c.addresses:
         c.start(i, fsm=structures.make_fsm(**fsm_kwargs))
     c.leader()
@@ -35,7 +36,10 @@ def start(cluster, **fsm_kwargs):
 
 
 def session_of(c, **kwargs) -> Session:
-    return Session(list(c.nodes.values()), timeout=WAIT, **kwargs)
+    """A session over the cluster's nodes: the list chaos() updates in place."""
+    if not hasattr(c, "live"):
+        c.live = [c.nodes[i] for i in sorted(c.nodes)]
+    return Session(c.live, timeout=WAIT, **kwargs)
 
 
 def test_dict_counter_queue(cluster):
@@ -187,10 +191,23 @@ class Recorder:
 
 
 def chaos(c, stop: threading.Event) -> None:
-    """Hand leadership around while the clients run."""
-    while not stop.wait(0.4):
+    """While the clients run: hand leadership around, and every third move
+    stop the leader (its commands in flight end indeterminate) and start it
+    again from its data dir, in its place in the sessions' node list."""
+    for move in itertools.count(1):
+        if stop.wait(0.4):
+            return
         try:
-            c.leader(timeout=5).transfer().result(5)
+            leader = c.leader(timeout=5)
+            if move % 3:
+                leader.transfer().result(5)
+                continue
+            fsm_kwargs = getattr(c, "fsm_kwargs", {})
+            c.stop(leader.id)
+            stop.wait(0.3)
+            node = c.start(leader.id, fsm=structures.make_fsm(**fsm_kwargs))
+            c.restarts = getattr(c, "restarts", 0) + 1
+            c.live[[n.id for n in c.live].index(leader.id)] = node
         except Exception:
             pass
 
@@ -231,6 +248,7 @@ def test_dict_is_a_linearizable_register_per_key(cluster):
                 rec.run(p, "cas", key, [old, v], lambda: d.cas(key, old, v),
                         lambda ok: ("ok" if ok else "fail", [old, v]))
     run_clients(c, client, 4, 4.0)
+    assert getattr(c, "restarts", 0) >= 1
     # Indeterminate operations keep their process open: give them fresh ids.
     result = check_history(_reopen(rec.events), CASRegister(), time_limit=60)
     assert result.verdict == "ok", result.explanation

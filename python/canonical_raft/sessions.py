@@ -451,12 +451,13 @@ class Session:
     flight at once (from several threads or tasks).
 
     ``target`` may also be any object with ``apply(bytes) -> Future``, which
-    then is used as is (e.g. a forwarding proxy).
+    then is used as is (e.g. a forwarding proxy). A list of nodes is kept, not
+    copied: a program that restarts a node puts the new Node in its place.
     """
 
     def __init__(self, target: Any, *, client_id: str | None = None, timeout: float = 30.0,
                  attempt_timeout: float = 10.0) -> None:
-        nodes = list(target) if isinstance(target, Sequence) else [target]
+        nodes = target if isinstance(target, Sequence) else [target]
         if not nodes:
             raise ValueError("a Session needs at least one node")
         self.nodes = nodes
