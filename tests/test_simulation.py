@@ -68,6 +68,12 @@ LOWER_DISK = os.environ.get("SIM_LOWER_DISK", "1") == "1"
 CHANGE_RATE = 0.05  # chance, after each batch of steps, of a membership change
 IO_FAULTS = os.environ.get("SIM_IO_FAULTS", "1") == "1"
 FAULT_RATE = 0.01  # chance, after each batch of steps, of the schedule's disk fault
+# Seeds of the ranges above that fail for a known, unfixed reason (each has a
+# strict xfail test below); _run_many skips them and says so.
+KNOWN_FAILURES = {
+    50004476: "demoted voters never campaign, with a server stopped by a disk fault",
+    55003376: "demoted voters never campaign, with a server stopped by a disk fault",
+}
 
 
 class LogFSM(raft.FSM):
@@ -361,6 +367,9 @@ def _run_many(seeds, n, pre_vote, steps=STEPS, fsm=LogFSM):
     t0 = time.perf_counter()
     total_steps = faults = stopped = 0
     for seed in seeds:
+        if seed in KNOWN_FAILURES and IO_FAULTS and fsm is LogFSM and steps == STEPS:
+            print(f"\nskipped seed {seed}: known failure ({KNOWN_FAILURES[seed]})")
+            continue
         try:
             stats = run_schedule(seed, n, pre_vote, steps, fsm)
         except ScheduleFailure:
@@ -499,6 +508,23 @@ def test_known_liveness_demoted_voters_never_campaign():
     still start elections until that configuration is committed."""
     run_schedule(50005265, 5, False, 2000, snapshots=True, membership=True, lower_disk=True,
                  io_faults=False)
+
+
+@pytest.mark.xfail(strict=True, raises=ScheduleFailure,
+                   reason="libraft 0.22.1: a voter demoted in an uncommitted entry stops "
+                          "campaigning; a disk fault stopped the one server that could help")
+@pytest.mark.parametrize("seed,pre_vote", [(50004476, False), (55003376, True)])
+def test_known_liveness_demoted_voters_with_a_stopped_server(seed, pre_vote):
+    """Slow range, disk faults on: the same liveness bug as the test above. Seed
+    50004476: server 3's failed write stopped it (a killed process that nobody
+    restarts); servers 1 and 2 hold the longest log (23) but their latest,
+    uncommitted configuration makes 1 a standby, so it never campaigns and
+    refuses its vote to 0 and 4 (logs 11 and 16), who need 3 of the 4 voters
+    {0, 1, 3, 4}: no leader, ever. Seed 55003376 likewise (server 2 stopped;
+    1 and 3 hold 62 entries, 1 demoted; 0 and 4 at 52 and 24). With io_faults
+    off both pass: a restarted server 3 (2) would vote. Not a bug of
+    io-error-stop: the fixture cannot restart a stopped server from its disk."""
+    run_schedule(seed, 5, pre_vote, STEPS, io_faults=True)
 
 
 def test_regression_figure8_no_commit_of_earlier_term_by_counting():
