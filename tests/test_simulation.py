@@ -459,8 +459,8 @@ def test_regression_snapshot_load_term():
     snapshot-covered-entries/-prev, the follower skips entries its snapshot covers,
     so this schedule no longer crashes without the fix (the wrong term stays);
     tests/libraft/regress.c snapshot-load-term checks the term itself."""
-    stats = run_schedule(5000105, 5, False, 2000, snapshots=True, membership=False, lower_disk=False,
-                 io_faults=False)
+    stats = run_schedule(5000105, 5, False, 2000, snapshots=True, membership=False,
+                         lower_disk=False, io_faults=False)
     assert stats["acked"] > 0
 
 
