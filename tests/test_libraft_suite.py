@@ -38,6 +38,7 @@ CASES = [
     "io-error-follower",
     "io-error-leader",
     "io-error-truncate",
+    "io-error-install-snapshot",
 ]
 
 
