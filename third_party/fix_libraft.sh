@@ -345,14 +345,17 @@ fix take-snapshot-superseded legacy.c \
   's/\n    logSnapshot\(r->legacy\.log, metadata\.index, r->legacy\.snapshot_trailing\);\n\n    event\.type = RAFT_SNAPSHOT;\n    memset\(&event\.reserved, 0, sizeof event\.reserved\);\n    event\.snapshot\.metadata = metadata;\n    event\.snapshot\.trailing = r->legacy\.snapshot_trailing;\n    LegacyForwardToRaftIo\(r, &event\);\n/\n    if (r->legacy.snapshot_pending != NULL) { \/* canonical-raft fix: take-snapshot-superseded *\/\n        configurationClose(&metadata.configuration);\n    } else {\n        logSnapshot(r->legacy.log, metadata.index, r->legacy.snapshot_trailing);\n        event.type = RAFT_SNAPSHOT;\n        memset(&event.reserved, 0, sizeof event.reserved);\n        event.snapshot.metadata = metadata;\n        event.snapshot.trailing = r->legacy.snapshot_trailing;\n        LegacyForwardToRaftIo(r, &event);\n    }\n/'
 
 # 19. A write that fails (raft_io set_term, set_vote, truncate, append or
-#     snapshot_put returning an error, or an append/snapshot completing with one,
-#     e.g. RAFT_NOSPACE on a full disk) happens after raft_step() has already
-#     taken the change into the core's memory (term, vote, trail of entries);
-#     libraft 0.22.1 has no way to take it back. Its legacy layer then:
+#     snapshot_put returning an error, or an append/snapshot completing with one:
+#     an I/O error; raft_uv retries a full disk instead) happens after
+#     raft_step() has already taken the change into the core's memory (term,
+#     vote, trail of entries); libraft 0.22.1 has no way to take it back. Its
+#     legacy layer then:
 #     - freed an AppendEntries/submitted batch twice: legacyHandleUpdateEntries
 #       frees the batch before calling truncate/append (it owns it once raft_step
-#       put it in the update), returned the error, and recvCb, raft_apply's
-#       caller and raft_barrier freed it again on that error ("double free");
+#       put it in the update) and returned the error; recvCb and raft_barrier
+#       freed it again on that error ("double free"), and so did any raft_apply
+#       caller that frees its buffer on an error (ours only does on an early
+#       rejection, rule 5 of LIBRAFT_NOTES: then the entry was lost instead);
 #     - discarded the entries from its own log (logDiscard) while the core's
 #       trail kept them, and kept a term/vote in memory that the disk lacks;
 #       later appends landed at the wrong place on disk (the fixture and raft_uv
