@@ -163,9 +163,12 @@ def test_single_node_disk_full_refuses_then_recovers(cluster):
 @pytest.mark.parametrize("role", ["follower", "leader"])
 def test_voter_disk_full_stalls_then_catches_up(cluster, role):
     """One voter of three on the small disk, a follower or the leader. The
-    others keep committing (a leader needs a majority reporting a healthy
-    capacity, and commits through the followers when its own writes wait); the
-    node on the full disk stalls, and catches up by itself once space returns."""
+    cluster keeps committing (a leader needs a majority of voters reporting a
+    healthy capacity, so one full disk does not stop it); a follower on the full
+    disk stalls (thousands of entries behind) and catches up by itself once
+    space returns. A leader on it kept up in our runs (snapshots compact its log
+    within the room left), so for it the test checks that it stays safe and
+    live at the edge of a full disk."""
     c = cluster(3, config=CONFIG, start=False)
     small = 2
     with small_disk(c.data_dir(small), 16) as disk:
