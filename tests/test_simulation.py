@@ -39,7 +39,9 @@ Before the final checks, servers that the leader's configuration lacks or holds
 as spares are stopped: libraft replicates nothing to them, so one demoted or
 removed while cut off never learns it and campaigns for ever, and the fixture's
 stable-leader test (which asks each server about its own configuration) would
-never report a leader although the cluster works.
+never report a leader although the cluster works. A server that a disk fault
+stopped stays killed and is not one of the replicas that must hold every
+acknowledged apply; the state-machine safety check still covers what it applied.
 """
 
 from __future__ import annotations
