@@ -35,6 +35,10 @@ CASES = [
     "install-snapshot-leak",
     "fixture-truncate",
     "snapshot-load-term",
+    "io-error-follower",
+    "io-error-leader",
+    "io-error-truncate",
+    "io-error-install-snapshot",
 ]
 
 

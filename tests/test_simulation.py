@@ -4,7 +4,10 @@ Each schedule drives a 3- or 5-server cluster (pre-vote on or off) through a
 random mix of proposals, one-way link cuts and repairs, kills and revivals,
 deposed leaders, network and disk latency changes (disks get faster too: a lower
 latency waits for the server's writes in flight, see Cluster.set_disk_latency)
-and election-timeout changes,
+election-timeout changes and, once a schedule, a disk fault (a random server's
+next few I/O requests fail: a failed write stops it, as fix_libraft.sh
+io-error-stop makes it; it is then killed for good, like a crashed process that
+nobody restarts, since the fixture cannot restart a server from its disk),
 with frequent snapshots (threshold 8..64) in a third of the schedules and, for 5
 servers, membership changes (a grown server added, roles assigned, followers
 removed; at least 3 voters kept; a server whose removal is confirmed is
@@ -22,8 +25,10 @@ A failing schedule reports its seed; replay it with ``run_schedule(seed, ...)``
 and keep it as a named regression test below. The default run covers
 ``SIM_SCHEDULES`` (default 4,000) schedules x ``SIM_STEPS`` (default 2,000) steps;
 ``pytest -m slow`` runs 20,000. ``SIM_SNAPSHOTS=0``, ``SIM_MEMBERSHIP=0`` and
-``SIM_LOWER_DISK=0`` turn snapshots, membership changes and faster disks off
-(the ``run_schedule`` arguments of the same names override them).
+``SIM_LOWER_DISK=0`` and ``SIM_IO_FAULTS=0`` turn snapshots, membership
+changes, faster disks and disk faults off (the ``run_schedule`` arguments of
+the same names override them). With ``io_faults`` off the random stream is that
+of the schedules before disk faults existed (the regression seeds rely on it).
 
 The schedules found the libraft 0.22.1 bugs that fix_libraft.sh fixes from
 ``snapshot-load-term`` on; each has a ``test_regression_*`` schedule below that
@@ -34,7 +39,9 @@ Before the final checks, servers that the leader's configuration lacks or holds
 as spares are stopped: libraft replicates nothing to them, so one demoted or
 removed while cut off never learns it and campaigns for ever, and the fixture's
 stable-leader test (which asks each server about its own configuration) would
-never report a leader although the cluster works.
+never report a leader although the cluster works. A server that a disk fault
+stopped stays killed and is not one of the replicas that must hold every
+acknowledged apply; the state-machine safety check still covers what it applied.
 """
 
 from __future__ import annotations
@@ -61,6 +68,14 @@ DEPOSE = os.environ.get("SIM_DEPOSE", "1") == "1"
 MEMBERSHIP = os.environ.get("SIM_MEMBERSHIP", "1") == "1"
 LOWER_DISK = os.environ.get("SIM_LOWER_DISK", "1") == "1"
 CHANGE_RATE = 0.05  # chance, after each batch of steps, of a membership change
+IO_FAULTS = os.environ.get("SIM_IO_FAULTS", "1") == "1"
+FAULT_RATE = 0.01  # chance, after each batch of steps, of the schedule's disk fault
+# Seeds of the ranges above that fail for a known, unfixed reason (each has a
+# strict xfail test below); _run_many skips them and says so.
+KNOWN_FAILURES = {
+    50004476: "demoted voters never campaign, with a server stopped by a disk fault",
+    55003376: "demoted voters never campaign, with a server stopped by a disk fault",
+}
 
 
 class LogFSM(raft.FSM):
@@ -86,7 +101,8 @@ class ScheduleFailure(AssertionError):
 
 def run_schedule(seed: int, n: int = 3, pre_vote: bool = False, steps: int = STEPS,
                  fsm=LogFSM, *, snapshots: bool = SNAPSHOTS,
-                 membership: bool | None = None, lower_disk: bool = LOWER_DISK) -> dict:
+                 membership: bool | None = None, lower_disk: bool = LOWER_DISK,
+                 io_faults: bool = IO_FAULTS) -> dict:
     """Run one seeded schedule; raise ScheduleFailure naming the seed on a violation.
 
     ``membership`` (default: on for 5 servers, unless SIM_MEMBERSHIP=0) mixes in
@@ -95,7 +111,7 @@ def run_schedule(seed: int, n: int = 3, pre_vote: bool = False, steps: int = STE
     if membership is None:
         membership = MEMBERSHIP and n == 5
     try:
-        return _run(seed, n, pre_vote, steps, fsm, snapshots, membership, lower_disk)
+        return _run(seed, n, pre_vote, steps, fsm, snapshots, membership, lower_disk, io_faults)
     except raft.RaftError as exc:  # e.g. no leader after healing: a liveness failure
         raise ScheduleFailure(f"schedule seed={seed} n={n} pre_vote={pre_vote} failed: "
                               f"{type(exc).__name__}: {exc}") from exc
@@ -200,8 +216,42 @@ class Membership:
             self.changes["remove"] += 1
 
 
+class DiskFault:
+    """At most one disk fault a schedule: a random server's I/O fails after 0..20
+    more requests, 1..3 times. A failed send is a lost message; a failed write
+    stops the server (State.UNAVAILABLE), which is then killed for good, so a
+    majority of the voters always remains (at least 3 voters are kept)."""
+
+    def __init__(self, c: Cluster, rng, gone: set[int]) -> None:
+        self.c = c
+        self.rng = rng
+        self.gone = gone
+        self.armed: int | None = None
+        self.stopped: set[int] = set()
+        self.stats = {"io_faults": 0, "stopped": 0}
+
+    def step(self) -> None:
+        c, rng = self.c, self.rng
+        if self.armed is None and rng.random() < FAULT_RATE:
+            i = rng.randrange(c.n)
+            delay, repeat = rng.randint(0, 20), rng.randint(1, 3)
+            if i not in self.gone:
+                c.io_fault(i, delay, repeat)
+                self.armed = i
+                self.stats["io_faults"] += 1
+        self.poll()
+
+    def poll(self) -> None:
+        i = self.armed
+        if i is not None and i not in self.gone and self.c.stopped(i):
+            self.gone.add(i)  # as a crashed process that nobody restarts
+            self.stopped.add(i)
+            self.c.kill(i)
+            self.stats["stopped"] += 1
+
+
 def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
-         membership: bool, lower_disk: bool) -> dict:
+         membership: bool, lower_disk: bool, io_faults: bool) -> dict:
     c = Cluster(n, fsm=fsm, seed=seed, pre_vote=pre_vote)
     rng = c.random
     if rng.random() < 1 / 3 and snapshots:
@@ -210,6 +260,7 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
     counter = itertools.count()
     members = Membership(c, rng)
     gone = members.gone
+    disk = DiskFault(c, rng, gone)
     done = 0
     while done < steps:
         k = min(rng.randint(1, 30), steps - done)
@@ -218,6 +269,8 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
         n = c.n  # grows with membership changes
         if membership and rng.random() < CHANGE_RATE:
             members.step()
+        if io_faults:
+            disk.step()
         r = rng.random()
         if r < 0.55:
             cmd = b"%d/%d" % (seed, next(counter))
@@ -261,9 +314,10 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
                 c.reconnect(a, b, both=False)
 
     # Heal, then demand liveness and convergence within a bounded time.
-    c.heal()
+    c.heal()  # also clears a fault not yet triggered
     members.poll()
-    for i in gone:  # removed servers stay stopped
+    disk.poll()
+    for i in gone:  # removed (or stopped by a failed write) servers stay stopped
         c.kill(i)
     # No help for the election: with a seed, Cluster re-draws every server's
     # election timeout at each timer reset, as libraft does, so split votes end.
@@ -276,6 +330,10 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
         else:
             leader = c.step_until_leader(max_ms=max(1, deadline - c.time))
         final = c.apply(b"final/%d/%d" % (seed, attempt), on=leader)
+        if final.done() and final.exception() is not None:
+            # Refused at once: the stable-leader view lags (it can still name a
+            # server that a failed write stopped and that was just killed).
+            c.step_for(100)
         while not final.done() and c.time < deadline:
             c.step_for(200)
         if final.done() and final.exception() is None:
@@ -288,7 +346,7 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
     if not membership and c.leader is not None:
         leader = c.leader
     replicas = sorted(j for j, role in c.configuration(leader).items()
-                      if role != raft.Role.SPARE)
+                      if role != raft.Role.SPARE and j not in disk.stopped)
     for j in replicas:  # stopped by stop_outsiders on a stale leader's word
         if not c.alive(j):
             c.revive(j)
@@ -302,23 +360,32 @@ def _run(seed: int, n: int, pre_vote: bool, steps: int, fsm, snapshots: bool,
         assert not missing, (f"server {i} lacks {len(missing)} acknowledged commands, "
                              f"first {missing[0]!r}")
     return {"steps": c.steps, "acked": len(acked), "proposed": len(proposed),
-            "time_ms": c.time, "servers": c.n, "removed": len(gone), **members.changes}
+            "time_ms": c.time, "servers": c.n, "removed": len(gone - disk.stopped),
+            **members.changes,
+            **disk.stats}
 
 
 def _run_many(seeds, n, pre_vote, steps=STEPS, fsm=LogFSM):
     t0 = time.perf_counter()
-    total_steps = 0
+    total_steps = faults = stopped = 0
     for seed in seeds:
+        if seed in KNOWN_FAILURES and IO_FAULTS and fsm is LogFSM and steps == STEPS:
+            print(f"\nskipped seed {seed}: known failure ({KNOWN_FAILURES[seed]})")
+            continue
         try:
             stats = run_schedule(seed, n, pre_vote, steps, fsm)
         except ScheduleFailure:
             print(f"\nFAILING SEED: {seed} (n={n}, pre_vote={pre_vote})")
             raise
         total_steps += stats["steps"]
+        faults += stats["io_faults"]
+        stopped += stats["stopped"]
     dt = time.perf_counter() - t0
     count = len(seeds)
     print(f"\n{count} schedules n={n} pre_vote={pre_vote}: {dt:.2f}s, "
-          f"{count / dt:.0f} schedules/s, {total_steps / dt:.0f} steps/s")
+          f"{count / dt:.0f} schedules/s, {total_steps / dt:.0f} steps/s, "
+          f"{faults} disk faults, {stopped} servers stopped by them")
+    return {"io_faults": faults, "stopped": stopped}
 
 
 @pytest.mark.parametrize("n,pre_vote", CONFIGS)
@@ -336,6 +403,27 @@ def test_random_schedules_slow(n, pre_vote, request):
     per = SLOW_SCHEDULES // len(CONFIGS)
     base = 10_000_000 * n + (5_000_000 if pre_vote else 0)
     _run_many(range(base, base + per), n, pre_vote)
+
+
+@pytest.mark.skipif(not IO_FAULTS, reason="SIM_IO_FAULTS=0")
+def test_disk_faults_stop_servers_and_lose_nothing():
+    """The disk-fault move is on and does something: across these schedules some
+    faults hit a write and stopped a server (the others only lost messages), and
+    every check of run_schedule held. Without fix_libraft.sh io-error-stop the
+    first failed append frees its entries twice (the process aborts)."""
+    totals = _run_many(range(7_000_000, 7_000_040), 3, False)
+    assert totals["io_faults"] >= 10 and totals["stopped"] >= 5, totals
+
+
+def test_regression_io_error_stop():
+    """fix_libraft.sh io-error-stop: the schedule's disk fault fails an entries
+    write of one server (it stops; the other two go on). libraft had freed the
+    entries batch before the write and its caller freed it again on the error.
+    Without the fix: "free(): double free detected in tcache 2" (the process
+    aborts); the C cases io-error-* in tests/libraft/regress.c pin each path."""
+    stats = run_schedule(7000013, 3, False, 2000, snapshots=True, lower_disk=True,
+                         io_faults=True)
+    assert stats["io_faults"] == 1
 
 
 def test_schedule_is_deterministic():
@@ -373,7 +461,8 @@ def test_regression_snapshot_load_term():
     snapshot-covered-entries/-prev, the follower skips entries its snapshot covers,
     so this schedule no longer crashes without the fix (the wrong term stays);
     tests/libraft/regress.c snapshot-load-term checks the term itself."""
-    stats = run_schedule(5000105, 5, False, 2000, snapshots=True, membership=False, lower_disk=False)
+    stats = run_schedule(5000105, 5, False, 2000, snapshots=True, membership=False,
+                         lower_disk=False, io_faults=False)
     assert stats["acked"] > 0
 
 
@@ -382,7 +471,8 @@ def test_regression_commit_decrease():
     heartbeat (prev 43, no entries, commit 46) as commit 43, then snapshotted its
     FSM state of index 44 as index 43; a follower installing that snapshot applied
     entry 44 twice. Without the fix: "FSM snapshots differ" at index 46."""
-    run_schedule(5502031, 5, True, 2000, snapshots=True, membership=True, lower_disk=False)
+    run_schedule(5502031, 5, True, 2000, snapshots=True, membership=True, lower_disk=False,
+                 io_faults=False)
 
 
 def test_regression_pre_vote_term():
@@ -390,7 +480,8 @@ def test_regression_pre_vote_term():
     not carry the voter's higher term, so the candidates with the longest logs
     (term 4) never learnt it and the ones at terms 6 and 7 could not win. Without
     the fix: no leader within 60 s after healing."""
-    run_schedule(5502788, 5, True, 2000, snapshots=True, membership=True, lower_disk=False)
+    run_schedule(5502788, 5, True, 2000, snapshots=True, membership=True, lower_disk=False,
+                 io_faults=False)
 
 
 def test_regression_snapshot_covered_entries():
@@ -398,14 +489,16 @@ def test_regression_snapshot_covered_entries():
     AppendEntries from index 1 (prev 0 passes the log-matching check) and
     appended the entries its snapshot covers after it (term 1 after higher terms).
     Without the fix: SIGSEGV (a trail.c assertion with assertions on)."""
-    run_schedule(5500300, 5, True, 2000, snapshots=True, membership=True, lower_disk=True)
+    run_schedule(5500300, 5, True, 2000, snapshots=True, membership=True, lower_disk=True,
+                 io_faults=False)
 
 
 def test_regression_snapshot_covered_prev():
     """fix_libraft.sh snapshot-covered-prev: a follower whose snapshot was past an
     AppendEntries' previous entry refused it as missing, and ignored the leader's
     older snapshot: it never caught up. Without the fix: server 0 stays at 38."""
-    run_schedule(3502160, 3, True, 2000, snapshots=True, membership=False, lower_disk=True)
+    run_schedule(3502160, 3, True, 2000, snapshots=True, membership=False, lower_disk=True,
+                 io_faults=False)
 
 
 def test_regression_take_snapshot_superseded():
@@ -413,7 +506,8 @@ def test_regression_take_snapshot_superseded():
     completed while an InstallSnapshot waited for it and was recorded on a trail
     already reset to the installed one (garbage terms). Without the fix: server 1
     never catches up (a trail.c assertion with assertions on)."""
-    run_schedule(3500786, 3, True, 2000, snapshots=True, membership=False, lower_disk=True)
+    run_schedule(3500786, 3, True, 2000, snapshots=True, membership=False, lower_disk=True,
+                 io_faults=False)
 
 
 @pytest.mark.xfail(strict=True, raises=ScheduleFailure,
@@ -425,7 +519,25 @@ def test_known_liveness_demoted_voters_never_campaign():
     never campaign; the others cannot win against them: no leader, ever. The
     dissertation (4.2.2) says a server outside its own latest configuration must
     still start elections until that configuration is committed."""
-    run_schedule(50005265, 5, False, 2000, snapshots=True, membership=True, lower_disk=True)
+    run_schedule(50005265, 5, False, 2000, snapshots=True, membership=True, lower_disk=True,
+                 io_faults=False)
+
+
+@pytest.mark.xfail(strict=True, raises=ScheduleFailure,
+                   reason="libraft 0.22.1: a voter demoted in an uncommitted entry stops "
+                          "campaigning; a disk fault stopped the one server that could help")
+@pytest.mark.parametrize("seed,pre_vote", [(50004476, False), (55003376, True)])
+def test_known_liveness_demoted_voters_with_a_stopped_server(seed, pre_vote):
+    """Slow range, disk faults on: the same liveness bug as the test above. Seed
+    50004476: server 3's failed write stopped it (a killed process that nobody
+    restarts); servers 1 and 2 hold the longest log (23) but their latest,
+    uncommitted configuration makes 1 a standby, so it never campaigns and
+    refuses its vote to 0 and 4 (logs 11 and 16), who need 3 of the 4 voters
+    {0, 1, 3, 4}: no leader, ever. Seed 55003376 likewise (server 2 stopped;
+    1 and 3 hold 62 entries, 1 demoted; 0 and 4 at 52 and 24). With io_faults
+    off both pass: a restarted server 3 (2) would vote. Not a bug of
+    io-error-stop: the fixture cannot restart a stopped server from its disk."""
+    run_schedule(seed, 5, pre_vote, STEPS, io_faults=True)
 
 
 def test_regression_figure8_no_commit_of_earlier_term_by_counting():

@@ -343,3 +343,75 @@ fix snapshot-covered-prev replication.c \
 #     The install supersedes it: drop it and start the install.
 fix take-snapshot-superseded legacy.c \
   's/\n    logSnapshot\(r->legacy\.log, metadata\.index, r->legacy\.snapshot_trailing\);\n\n    event\.type = RAFT_SNAPSHOT;\n    memset\(&event\.reserved, 0, sizeof event\.reserved\);\n    event\.snapshot\.metadata = metadata;\n    event\.snapshot\.trailing = r->legacy\.snapshot_trailing;\n    LegacyForwardToRaftIo\(r, &event\);\n/\n    if (r->legacy.snapshot_pending != NULL) { \/* canonical-raft fix: take-snapshot-superseded *\/\n        configurationClose(&metadata.configuration);\n    } else {\n        logSnapshot(r->legacy.log, metadata.index, r->legacy.snapshot_trailing);\n        event.type = RAFT_SNAPSHOT;\n        memset(&event.reserved, 0, sizeof event.reserved);\n        event.snapshot.metadata = metadata;\n        event.snapshot.trailing = r->legacy.snapshot_trailing;\n        LegacyForwardToRaftIo(r, &event);\n    }\n/'
+
+# 19. A write that fails (raft_io set_term, set_vote, truncate, append or
+#     snapshot_put returning an error, or an append/snapshot completing with one:
+#     an I/O error; raft_uv retries a full disk instead) happens after
+#     raft_step() has already taken the change into the core's memory (term,
+#     vote, trail of entries); libraft 0.22.1 has no way to take it back. Its
+#     legacy layer then:
+#     - freed an AppendEntries/submitted batch twice: legacyHandleUpdateEntries
+#       frees the batch before calling truncate/append (it owns it once raft_step
+#       put it in the update) and returned the error; recvCb and raft_barrier
+#       freed it again on that error ("double free"), and so did any raft_apply
+#       caller that frees its buffer on an error (ours only does on an early
+#       rejection, rule 5 of LIBRAFT_NOTES: then the entry was lost instead);
+#     - discarded the entries from its own log (logDiscard) while the core's
+#       trail kept them, and kept a term/vote in memory that the disk lacks;
+#       later appends landed at the wrong place on disk (the fixture and raft_uv
+#       append after whatever they hold), or hit an assertion;
+#     - asserted that an asynchronous append or snapshot write only fails while
+#       closing (release builds: it dropped the entries and went on);
+#     - freed the snapshot install request twice when snapshot_put failed.
+#     Moving the free after the I/O calls (our round-1 attempt) is not enough:
+#     the core's trail and the legacy log still diverge, and the leader's own
+#     entries, term and vote fail the same way. Rolling the core back is not
+#     possible from outside raft_step (the trail, uncommitted configuration,
+#     leader progress and commit index would all need undoing), so a node whose
+#     write fails stops safely instead: it converts to RAFT_UNAVAILABLE (leader
+#     state cleared, requests in flight fail with RAFT_LEADERSHIPLOST: their
+#     entries may still commit through other servers), ignores ticks and
+#     messages from then on (it sends nothing built on a log that differs from
+#     its disk), refuses submissions with RAFT_NOTLEADER (an early rejection:
+#     the caller keeps its buffer), and must be restarted from its disk: raft_uv
+#     marks itself errored after a failed write anyway. The batch is freed once,
+#     by the legacy layer, which owns it from raft_step on. A failed *send* is a
+#     lost message, which Raft tolerates: the other messages still go out.
+fix io-error-stop legacy.c \
+  's/(\nstruct legacyPersistEntries\n\{)/\n\/* canonical-raft fix: io-error-stop *\/\n#include "convert.h"\n\nstatic void legacyStopOnIoError(struct raft *r, int status)\n{\n    if (r->legacy.closing || r->state == RAFT_UNAVAILABLE) {\n        return;\n    }\n    ErrMsgPrintf(r->errmsg, "write failed (%s): node stopped, restart it",\n                 errCodeToString(status));\n    convertClear(r);\n    r->state = RAFT_UNAVAILABLE;\n    LegacyFailPendingRequests(r);\n}\n$1/'
+fix io-error-stop-append-cb legacy.c \
+  's/(\n[ \t]*if \(status != 0\) \{\n)[ \t]*assert\(r->legacy\.closing\);\n[ \t]*assert\(status == RAFT_CANCELED\);\n([ \t]*goto out;)/$1        legacyStopOnIoError(r, status); \/* canonical-raft fix: io-error-stop-append-cb *\/\n$2/'
+fix io-error-stop-snapshot-cb legacy.c \
+  's/(\n[ \t]*\} else \{\n)[ \t]*assert\(r->legacy\.closing\);\n[ \t]*assert\(status == RAFT_CANCELED\);\n([ \t]*legacyCancelPersistSnapshot\(req\);)/$1        legacyStopOnIoError(r, status); \/* canonical-raft fix: io-error-stop-snapshot-cb *\/\n$2/'
+# legacyPersistSnapshotStart frees its request on failure; its caller freed it again.
+fix io-error-stop-snapshot-start legacy.c \
+  's/(\nerr:\n)[ \t]*raft_free\(req\);\n([ \t]*ErrMsgTransferf\(r->io->errmsg, r->errmsg, "put snapshot at %llu",\n[ \t]*req->metadata\.index\);\n)([ \t]*return rv;\n\}\n\nstatic int legacyHandleUpdateSnapshot)/$1$2    legacyCancelPersistSnapshot(req); \/* canonical-raft fix: io-error-stop-snapshot-start *\/\n    raft_free(req);\n$3/'
+fix io-error-stop-snapshot-update legacy.c \
+  's/(\n[ \t]*rv = legacyPersistSnapshotStart\(req\);\n[ \t]*if \(rv != 0\) \{\n)[ \t]*goto err;\n(.*?\n    return 0;\n\n)err:\n    raft_free\(req\);\n    ErrMsgTransferf\(r->io->errmsg, r->errmsg, "put snapshot at %llu",\n                    req->metadata\.index\);\n    return rv;\n/$1        return rv; \/* canonical-raft fix: io-error-stop-snapshot-update (freed) *\/\n$2/s'
+fix io-error-stop-event legacy.c \
+  's/(rv = r->io->set_term\(r->io, raft_current_term\(r\)\);\n[ \t]*if \(rv != 0\) \{\n)[ \t]*return rv;/$1            goto io_failed; \/* canonical-raft fix: io-error-stop-event *\//;
+   s/(rv = r->io->set_vote\(r->io, raft_voted_for\(r\)\);\n[ \t]*if \(rv != 0\) \{\n)[ \t]*return rv;/$1            goto io_failed;/;
+   s/(\n[ \t]*if \(update\.flags & RAFT_UPDATE_ENTRIES\) \{\n)([ \t]*rv = legacyHandleUpdateEntries\(r, update\.entries\.index,\n[ \t]*update\.entries\.batch, update\.entries\.n\);\n[ \t]*if \(rv != 0\) \{\n)[ \t]*return rv;/$1        update.flags &= ~(unsigned)RAFT_UPDATE_ENTRIES; \/* consumed, even on error *\/\n$2            goto io_failed;/;
+   s/(\n[ \t]*if \(update\.flags & RAFT_UPDATE_SNAPSHOT\) \{\n)([ \t]*rv = legacyHandleUpdateSnapshot\(\n(?:.*\n){2}?[ \t]*if \(rv != 0\) \{\n)[ \t]*return rv;/$1        update.flags &= ~(unsigned)RAFT_UPDATE_SNAPSHOT; \/* consumed, even on error *\/\n$2            goto io_failed;/'
+fix io-error-stop-label legacy.c \
+  's/(\n[ \t]*LegacyLeadershipTransferClose\(r\);\n[ \t]*\}\n[ \t]*\}\n[ \t]*\}\n\n    return 0;\n)\}\n/$1\nio_failed: \/* canonical-raft fix: io-error-stop-label *\/\n    \/* Entries or a snapshot that the failed write came before: ours to free. *\/\n    if (update.flags & RAFT_UPDATE_ENTRIES) {\n        raft_free(update.entries.batch[0].batch);\n    }\n    if (update.flags & RAFT_UPDATE_SNAPSHOT) {\n        raft_configuration_close(&update.snapshot.metadata.configuration);\n        raft_free(update.snapshot.chunk.base);\n    }\n    legacyStopOnIoError(r, rv);\n    return 0; \/* handled: the callers must not free the batch again *\/\n}\n/'
+fix io-error-stop-forward legacy.c \
+  's/(\n    assert\(r->io != NULL\);\n\n)(    \/\* Initially the set of events contains only the event passed as)/$1    if (r->state == RAFT_UNAVAILABLE) { \/* canonical-raft fix: io-error-stop-forward *\/\n        return RAFT_NOTLEADER; \/* stopped: nothing reaches raft_step *\/\n    }\n\n$2/;
+   s/(\n[ \t]*for \(i = 0; i < n_events; i\+\+\) \{\n[ \t]*if \(r->legacy\.closing)\) \{/$1 || r->state == RAFT_UNAVAILABLE) {/'
+fix io-error-stop-tick legacy.c \
+  's/(\n    r = io->data;\n\n)(    event\.type = RAFT_TIMEOUT;)/$1    if (r->state == RAFT_UNAVAILABLE) { \/* canonical-raft fix: io-error-stop-tick *\/\n        LegacyFailPendingRequests(r); \/* submitted as the write failed *\/\n        return;\n    }\n\n$2/'
+fix io-error-stop-recv legacy.c \
+  's/(static void recvCb\(struct raft_io \*io, struct raft_message \*message\)\n\{\n(?:.*\n){3}?\n[ \t]*if \(r->legacy\.closing)\) \{/$1 || r->state == RAFT_UNAVAILABLE) { \/* canonical-raft fix: io-error-stop-recv *\//'
+fix io-error-stop-send legacy.c \
+  's/(\n[ \t]*rv = legacySendMessage\(r, &messages\[i\]\);\n[ \t]*if \(rv != 0\) \{\n)[ \t]*return rv;/$1            continue; \/* canonical-raft fix: io-error-stop-send (a lost message) *\//'
+fix io-error-stop-clear convert.c \
+  's/(void convertClear\(struct raft \*r\)\n\{\n[ \t]*assert\(r->state == RAFT_FOLLOWER \|\| r->state == RAFT_CANDIDATE \|\|\n[ \t]*r->state == RAFT_LEADER)\);/$1 ||\n           r->state == RAFT_UNAVAILABLE); \/* canonical-raft fix: io-error-stop-clear *\//'
+# The substitutions above without a marker of their own: check them too.
+[[ $(grep -c 'goto io_failed;' "$SRC/src/legacy.c") == 4 &&
+   $(grep -c 'update.flags &= ~(unsigned)RAFT_UPDATE_' "$SRC/src/legacy.c") == 2 &&
+   $(grep -c '^        if (r->legacy.closing || r->state == RAFT_UNAVAILABLE) {$' "$SRC/src/legacy.c") == 1 ]] || {
+  echo "fix_libraft: could not apply all of 'io-error-stop'" >&2; exit 1; }
+# The entries legacyHandleUpdateEntries copied into its log are its own, and the
+# node stops on the error: free them (logDiscard leaves them to a caller).
+fix io-error-stop-discard legacy.c \
+  's/(\nerr:\n)    logDiscard\(r->legacy\.log, index\);\n(    raft_free\(req\);\n    ErrMsgTransferf\(r->io->errmsg, r->errmsg, "append %u entries", n\);)/$1    logTruncate(r->legacy.log, index); \/* canonical-raft fix: io-error-stop-discard *\/\n$2/'

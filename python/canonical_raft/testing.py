@@ -511,19 +511,29 @@ class Cluster:
 
     def io_fault(self, i: int, delay: int = 0, repeat: int = 1, *, unsafe: bool = False) -> None:
         """Fail server ``i``'s I/O (disk writes, sends, term/vote saves) after
-        ``delay`` more requests, ``repeat`` times (-1: forever).
+        ``delay`` more requests, ``repeat`` times (-1: forever; ``heal`` clears it).
 
-        Warning: libraft 0.22.1's legacy layer does not survive every injected
-        failure: a failed append or truncate can double-free the entries it was
-        given (a follower's ``legacyPersistEntries`` frees the batch before the
-        I/O call and the caller frees it again on error) or crash the leader. The
-        process can then abort. Pass ``unsafe=True`` to inject faults anyway.
+        A failed send is a lost message. A failed write (term, vote, entries,
+        snapshot) stops the server: libraft cannot take back what it already
+        holds in memory, so the server turns ``State.UNAVAILABLE`` (see
+        ``stopped``), its requests in flight fail with ``LeadershipLostError``
+        (their entries may still commit through the others), it refuses new ones
+        with ``NotLeaderError`` and ignores ticks and messages. A real node would
+        be restarted from its disk; the fixture cannot restart a server, so it
+        stays stopped: ``kill`` it as an operator would stop the process (the
+        fixture's stable leader needs every live server to know the leader).
+        fix_libraft.sh ``io-error-stop``; before it, libraft 0.22.1 freed the
+        entries of a failed append twice. ``unsafe`` is accepted and ignored (it
+        was required then).
         """
-        if not unsafe:
-            raise RaftError("io_fault can crash libraft 0.22.1 (a double free in its "
-                            "legacy append path); pass unsafe=True to use it anyway, or "
-                            "use set_disk_latency() for a slow disk")
+        del unsafe
+        if not isinstance(delay, int) or not isinstance(repeat, int):
+            raise TypeError("delay and repeat must be ints")
         self._core.io_fault(self._check(i), delay, repeat)
+
+    def stopped(self, i: int) -> bool:
+        """Whether server ``i`` stopped after a failed write (see ``io_fault``)."""
+        return self._core.state(self._check(i)) == State.UNAVAILABLE
 
     def set_snapshot_threshold(self, threshold: int, trailing: int | None = None) -> None:
         """Take a snapshot every ``threshold`` entries, keeping ``trailing`` entries.
