@@ -164,10 +164,16 @@ def test_snapshots_and_restore_on_a_lagging_follower():
     c.assert_consistent()
 
 
-def test_io_fault_needs_unsafe():
+def test_io_fault_stops_the_server_and_the_others_go_on():
+    """fix_libraft.sh io-error-stop: a server whose write fails stops (state
+    UNAVAILABLE) instead of freeing its entries twice; the others commit."""
     c = Cluster(3, fsm=Counter)
-    with pytest.raises(raft.RaftError, match="unsafe=True"):
-        c.io_fault(1)
+    c.elect(0)
+    c.io_fault(1, 0, -1)
+    f = c.apply(b"1")
+    c.step_until_applied(f.index, [0, 2])
+    assert c.stopped(1) and c.state(1) == raft.State.UNAVAILABLE
+    assert not c.stopped(0) and not c.stopped(2)
 
 
 def test_lowering_disk_latency_waits_for_the_writes_in_flight():
