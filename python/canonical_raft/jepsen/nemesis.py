@@ -40,12 +40,14 @@ comes from the cluster's spares; when none is left, adding is skipped
 (logged). Leader-failure timings are only measured where the survivors are a
 majority of the configuration.
 
-The first two and the last restart a killed process (``RESTART_FAULTS``): a
-node's state must outlive its process for that to be sound. An asyncio-engine
-node on a MemoryStore comes back with no log, no term and no memory of its
-votes (it could vote twice in one term), and ``serve`` refuses to start it
-again; ``restartable_faults`` leaves those faults out of such a schedule. The
-pauses (SIGSTOP/SIGCONT) keep the process, and its memory, and stay in.
+kill-leader, kill-random and restart-all restart a killed process
+(``RESTART_FAULTS``): a node's state must outlive its process for that to be
+sound. An asyncio-engine node on a MemoryStore comes back with no log, no term
+and no memory of its votes (it could vote twice in one term), and ``serve``
+refuses to start it again; ``restartable_faults`` leaves those faults out of
+such a schedule. The pauses (SIGSTOP/SIGCONT) keep the process, and its
+memory, and stay in; so do the membership moves (they start fresh nodes and
+stop removed ones, never restart one).
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ import time
 from typing import Any, Callable
 
 from ..client import RETRYABLE
-
 from .cluster import ProxiedCluster
 
 __all__ = ["Nemesis", "FAULTS", "MEMBERSHIP_MOVES", "RESTART_FAULTS", "restartable_faults"]

@@ -72,11 +72,12 @@ class RunConfig:
                 "--snapshot-trailing", str(self.snapshot_trailing)]
 
     def spares(self) -> int:
-        """Ids set aside for nodes the membership moves add (one per add, at
-        most one every couple of seconds)."""
+        """Ids set aside for nodes the membership moves add: one per add, and
+        a fault takes about 5 s (interval, then 3-6 s held), so this leaves
+        room for a move in most of them; past it, adds are skipped (logged)."""
         if not set(self.faults) & set(MEMBERSHIP_MOVES):
             return 0
-        return 2 + int(self.time / 2)
+        return 3 + int(self.time / 6)
 
 
 @dataclass
@@ -150,12 +151,14 @@ def final_reads(cluster: ProxiedCluster, recorder: Recorder, keys: list[str],
     t_call = time.monotonic_ns()
     with cluster.client(timeout=timeout) as client:
         client.set("__final_barrier__", t_call)
-    # The node that acknowledged the write had applied it; the leader may have
-    # changed since (a resumed node can start an election), and a new leader
-    # may not have applied it yet: take the highest applied index of all.
+        barrier = client.last_index or 0   # the index the write was applied at
+    # The node that acknowledged the write had applied it (at ``barrier``); the
+    # leader may have changed since (a resumed node can start an election), and
+    # a new leader may not have applied it yet: take the highest applied index
+    # of all, and never less than the barrier's (a status can time out).
     # Anything applied anywhere is committed.
-    target = max((s["last_applied"] for s in map(cluster.status, cluster.ids)
-                  if s is not None), default=0)
+    target = max([barrier, *(s["last_applied"] for s in map(cluster.status, cluster.ids)
+                             if s is not None)])
     dumps = {}
     deadline = time.monotonic() + timeout
     for node in cluster.ids:
