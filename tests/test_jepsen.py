@@ -163,6 +163,31 @@ def test_proxy_applies_each_rule_per_directed_link_and_heals():
         e.close()
 
 
+def test_every_node_is_known_by_its_proxy_port_and_binds_its_own(tmp_path):
+    from canonical_raft.jepsen import ProxiedCluster
+
+    cluster = ProxiedCluster(tmp_path, 3, spares=2)
+    try:
+        assert cluster.ids == [1, 2, 3] and cluster.spares == [4, 5]
+
+        def arg(cmd, name):
+            return cmd[cmd.index(name) + 1]
+        proxied = {i: f"127.0.0.1:{cluster.proxy.ports[i]}" for i in (1, 2, 3, 4, 5)}
+        bootstrap = ",".join(f"{i}={proxied[i]}" for i in (1, 2, 3))
+        for i in (1, 2, 3):
+            cmd = cluster.command(i)
+            assert arg(cmd, "--address") == proxied[i]
+            assert arg(cmd, "--bind") == f"127.0.0.1:{cluster.raft_ports[i]}"
+            assert arg(cmd, "--cluster") == bootstrap          # the same on every node
+            assert str(cluster.client_ports[5]) in arg(cmd, "--client-ports")
+        assert cluster.take_spare() == 4 and cluster.ids == [1, 2, 3, 4]
+        joiner = cluster.command(4)
+        assert arg(joiner, "--cluster") == "" and arg(joiner, "--address") == proxied[4]
+        assert set(cluster.proxy.targets) == {1, 2, 3, 4, 5}    # the proxy routes spares too
+    finally:
+        cluster.close()
+
+
 def test_log_scan_flags_fatal_lines_including_the_former_shutdown_noise(tmp_path):
     # server.py no longer logs this on SIGTERM: nothing is skipped any more.
     noise = [
