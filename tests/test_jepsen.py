@@ -1,10 +1,14 @@
 """The Jepsen-style harness (canonical_raft.jepsen): its own self-tests, then
 seeded fault schedules and crash points against real node processes.
 
-Default (CI) form, about 4 minutes on 2 shared cores:
-  * proxy and log-scanner self-tests (seconds);
-  * 4 fault schedules x 20 s on 3 nodes (seeds 1-4), every fault class;
-  * 24 crash points (4 of each kind: single, all, leader, snapshot, install, close);
+Default (CI) form, about 7 minutes on 2 shared cores:
+  * proxy, log-scanner, journal-merge and bypass-check self-tests (seconds);
+  * 8 fault schedules x 30 s on 3 nodes (seeds 1-8), every fault class and
+    every membership move (add, remove, replace a member, transfer
+    leadership), snapshots on (one every 128 entries); every node is known by
+    its proxy port and binds a private one, so no configuration, a snapshot's
+    included, leads around the proxy, and the run checks that none does;
+  * 40 crash points (6-7 of each kind: single, all, leader, snapshot, install, close);
   * the asyncio engine: 2 schedules x 20 s on 3 asyncio-engine nodes (seeds
     101-102), the fault classes dealt over them the same way. On MemoryStore
     (while canonical_raft.store.mdb is not importable) the classes that restart
@@ -14,8 +18,8 @@ Default (CI) form, about 4 minutes on 2 shared cores:
     every class runs. JEPSEN_CI_AIO_SEEDS / _AIO_TIME override the counts.
 Large form (``-m slow``; the nightly job): 100 schedules x 90 s on 3 nodes,
 20 x 120 s on 5 nodes, 1,000 crash points. JEPSEN_CI_SEEDS / _TIME /
-_POINTS override the default form's counts (8 / 30 / 40 is the issue's CI
-target); JEPSEN_SEEDS / _TIME / _SEEDS_5 / _TIME_5 / _POINTS the large form's.
+_POINTS override the default form's counts; JEPSEN_SEEDS / _TIME / _SEEDS_5 /
+_TIME_5 / _POINTS the large form's.
 
 A failure prints its seed and the directory that keeps the history, the
 nemesis timeline, every node's log and data dir. Timing is never asserted.
@@ -34,12 +38,12 @@ import pytest
 
 from canonical_raft.jepsen import (FAULTS, CrashConfig, LinkProxy, RunConfig,
                                    run_crash_points, run_schedule, scan_log)
-from canonical_raft.jepsen.nemesis import RESTART_FAULTS, restartable_faults
+from canonical_raft.jepsen.nemesis import MEMBERSHIP_MOVES, RESTART_FAULTS, restartable_faults
 from canonical_raft.local_cluster import free_port
 
-CI_SEEDS = int(os.environ.get("JEPSEN_CI_SEEDS", "4"))
-CI_TIME = float(os.environ.get("JEPSEN_CI_TIME", "20"))
-CI_POINTS = int(os.environ.get("JEPSEN_CI_POINTS", "24"))
+CI_SEEDS = int(os.environ.get("JEPSEN_CI_SEEDS", "8"))
+CI_TIME = float(os.environ.get("JEPSEN_CI_TIME", "30"))
+CI_POINTS = int(os.environ.get("JEPSEN_CI_POINTS", "40"))
 CI_AIO_SEEDS = int(os.environ.get("JEPSEN_CI_AIO_SEEDS", "2"))
 CI_AIO_TIME = float(os.environ.get("JEPSEN_CI_AIO_TIME", "20"))
 
@@ -159,6 +163,31 @@ def test_proxy_applies_each_rule_per_directed_link_and_heals():
         e.close()
 
 
+def test_every_node_is_known_by_its_proxy_port_and_binds_its_own(tmp_path):
+    from canonical_raft.jepsen import ProxiedCluster
+
+    cluster = ProxiedCluster(tmp_path, 3, spares=2)
+    try:
+        assert cluster.ids == [1, 2, 3] and cluster.spares == [4, 5]
+
+        def arg(cmd, name):
+            return cmd[cmd.index(name) + 1]
+        proxied = {i: f"127.0.0.1:{cluster.proxy.ports[i]}" for i in (1, 2, 3, 4, 5)}
+        bootstrap = ",".join(f"{i}={proxied[i]}" for i in (1, 2, 3))
+        for i in (1, 2, 3):
+            cmd = cluster.command(i)
+            assert arg(cmd, "--address") == proxied[i]
+            assert arg(cmd, "--bind") == f"127.0.0.1:{cluster.raft_ports[i]}"
+            assert arg(cmd, "--cluster") == bootstrap          # the same on every node
+            assert str(cluster.client_ports[5]) in arg(cmd, "--client-ports")
+        assert cluster.take_spare() == 4 and cluster.ids == [1, 2, 3, 4]
+        joiner = cluster.command(4)
+        assert arg(joiner, "--cluster") == "" and arg(joiner, "--address") == proxied[4]
+        assert set(cluster.proxy.targets) == {1, 2, 3, 4, 5}    # the proxy routes spares too
+    finally:
+        cluster.close()
+
+
 def test_log_scan_flags_fatal_lines_including_the_former_shutdown_noise(tmp_path):
     # server.py no longer logs this on SIGTERM: nothing is skipped any more.
     noise = [
@@ -241,15 +270,32 @@ def _schedule(seed: int, seconds: float, nodes: int, artifacts: str,
     return result
 
 
+def ci_share(seed: int, seeds: int) -> tuple[str, ...]:
+    """The classes seed ``seed`` (1-based) of ``seeds`` runs: every seeds-th
+    fault class, and one membership move in rotation (so moves meet the
+    other faults' aftermath: a replaced member after a restart-all...)."""
+    faults = tuple(f for f in FAULTS if f not in MEMBERSHIP_MOVES)
+    moves = MEMBERSHIP_MOVES
+    mine = moves[(seed - 1) % seeds::seeds] if seeds < len(moves) else \
+        (moves[(seed - 1) % len(moves)],)
+    return (*faults[(seed - 1) % seeds::seeds], *mine)
+
+
+def test_the_ci_seeds_share_out_every_class():
+    for seeds in (2, 4, 8, 10):
+        dealt = [f for seed in range(1, seeds + 1) for f in ci_share(seed, seeds)]
+        assert set(dealt) == set(FAULTS), seeds
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("seed", range(1, CI_SEEDS + 1))
 def test_fault_schedule(seed):
-    """3 nodes; the fault classes are dealt out over the CI seeds (seed n gets
-    every CI_SEEDS-th class, each schedule cycles through its share), so the
-    short form still runs every class. Linearizable, no lost write, replicas
-    equal, no crash or assertion, every restart works."""
-    share = FAULTS[(seed - 1) % CI_SEEDS::CI_SEEDS]
-    _schedule(seed, CI_TIME, 3, _artifacts(), share)
+    """3 nodes; the fault classes are dealt out over the CI seeds (ci_share;
+    each schedule cycles through its share), so the short form still runs
+    every class. Linearizable, no lost write, replicas equal, no crash or
+    assertion, every restart works, no configuration leads around the proxy."""
+    result = _schedule(seed, CI_TIME, 3, _artifacts(), ci_share(seed, CI_SEEDS))
+    assert all(m["done"] for m in result.extra["membership"]), result.extra["membership"]
 
 
 @pytest.mark.timeout(300)
@@ -278,7 +324,65 @@ def test_memory_store_schedules_leave_out_what_restarts_a_process():
 
 def test_every_fault_class_is_in_the_mix():
     assert set(FAULTS) >= {"kill-leader", "kill-random", "pause", "pause-leader",
-                           "isolate-leader", "split", "one-way", "restart-all"}
+                           "isolate-leader", "split", "one-way", "restart-all",
+                           "add-member", "remove-member", "replace-member", "transfer-leader"}
+
+
+def test_journal_merge_covers_processes_that_died_and_reports_gaps():
+    from canonical_raft.checker import Event, pair
+    from canonical_raft.jepsen.journals import check_with_journals, merged_log
+
+    def cmd(v, seq):
+        return {"cmd": {"op": "set", "k": "x", "v": v, "c": "p0", "s": seq}, "dup": False}
+
+    def rec(index, v):
+        return {"index": index, "digest": f"d{index}", "commands": [cmd(v, index)]}
+
+    # A process that died after index 3, one restarted from a snapshot at 5.
+    early = {"first": 0, "entries": [{"noop": [1, 1]}, rec(2, 2), rec(3, 3)]}
+    late = {"first": 0, "entries": [{"restore": 5}, rec(6, 6), rec(7, 7)]}
+    merged, gaps = merged_log([early, late])
+    assert gaps == [4, 5] and [r["index"] for r in merged["entries"]] == [2, 3, 6, 7]
+
+    def write(p, v, index, t):
+        return [Event(p, "invoke", "write", t, key="x", value=v),
+                Event(p, "ok", "write", t + 1, key="x", value=v, index=index)]
+    ops = pair([*write(0, 2, 2, 0), *write(0, 3, 3, 10), *write(0, 5, 5, 20),
+                *write(0, 6, 6, 30), *write(0, 7, 7, 40)])
+    figures: dict = {}
+    problems, checks = check_with_journals(ops, {"1/10": early, "1/11": late}, merge=True,
+                                           gap_figures=figures)
+    assert not problems and "lost_writes" in checks and figures["unjournaled_indices"] == 2
+    # A write acknowledged at a journaled index but absent is still caught.
+    lost = {"first": 0, "entries": [{"restore": 5}, rec(6, 6)]}
+    problems, _ = check_with_journals(ops, {"1/10": early, "1/11": lost}, merge=True)
+    assert any("lost-write" in p for p in problems), problems
+
+
+def test_the_bypass_check_flags_a_configuration_that_names_a_real_port():
+    from canonical_raft.jepsen.runner import _bypass_check
+
+    class Fake:
+        ids = [1, 2]
+
+        class proxy:
+            ports = {1: 1001, 2: 1002}
+
+        def __init__(self, members):
+            self.members = members
+
+        def advertised(self, i):
+            return f"127.0.0.1:{self.proxy.ports[i]}"
+
+        def status(self, node):
+            return {"snapshots_taken": 1, "snapshots_restored": 0,
+                    "members": [{"id": i, "address": a} for i, a in self.members.items()]}
+
+    good = Fake({1: "127.0.0.1:1001", 2: "127.0.0.1:1002"})
+    figures: dict = {}
+    assert _bypass_check(good, figures) == [] and figures["snapshots_taken"] == 2
+    bad = Fake({1: "127.0.0.1:1001", 2: "127.0.0.1:2002"})   # node 2's own port
+    assert any("bypass" in p for p in _bypass_check(bad, {}))
 
 
 @pytest.mark.timeout(600)

@@ -49,6 +49,14 @@ class Node:
     Thread safety: every method may be called from any thread. Callbacks and the
     FSM run on the node's applier thread.
 
+    ``address`` is the address the cluster knows this node by: peers dial it,
+    and it is this node's entry in ``cluster``. The node listens on ``bind``
+    ("host:port"; default: ``address``) instead, when the two differ: behind
+    NAT, a container's port mapping or a proxy, ``address`` is the outside
+    address that leads to ``bind`` (e.g. ``bind="0.0.0.0:9001"``). Nothing
+    checks that one leads to the other. ``bind`` is the same setting as
+    ``Config.bind_address``; passing both, they must agree.
+
     The data dir remembers which node id and cluster it belongs to
     (``canonical-raft.identity``): start() refuses a dir of another node or
     cluster with IdentityError (docs/operations.md, "Data dir identity").
@@ -63,7 +71,7 @@ class Node:
     def __init__(self, id: int, address: str, fsm: FSM, data_dir: str | os.PathLike | None = None,
                  *, cluster: dict[int, str] | None = None, config: Config | None = None,
                  engine: str = "uv", store: Any = None, tls: TLS | None = None,
-                 forward: dict[int, str] | None = None) -> None:
+                 forward: dict[int, str] | None = None, bind: str | None = None) -> None:
         self.id = check_id(id)
         parse_address(address)
         self.address = address
@@ -75,7 +83,15 @@ class Node:
             config = Config()
         if not isinstance(config, Config):
             raise TypeError(f"config must be a canonical_raft.Config, not {type(config).__name__}")
+        if bind is not None:
+            parse_address(bind, what="bind")
+            if config.bind_address not in (None, bind):
+                raise InvalidConfigError(f"bind {bind!r} and Config.bind_address "
+                                         f"{config.bind_address!r} differ: pass one")
+            config = config.replace(bind_address=bind)
         self._config = config.validate()
+        #: Where this node listens for raft connections (``bind``, else ``address``).
+        self.bind = self._config.bind_address or address
         self._command_limit = config.command_limit()
         self._engine = self._make_engine(engine, store, tls)
         if data_dir is None and self._engine.kind == "uv":

@@ -103,8 +103,9 @@ def parse_map(text: str, what: str) -> dict[int, str]:
     return result
 
 
-def _cluster_arg(text: str) -> dict[int, str]:
-    return parse_map(text, "--cluster")
+def _cluster_arg(text: str) -> dict[int, str] | None:
+    """An empty --cluster: a node that joins (the leader adds it), no bootstrap."""
+    return parse_map(text, "--cluster") or None
 
 
 def _forward_arg(text: str) -> dict[int, str]:
@@ -120,11 +121,17 @@ def _ports_arg(text: str) -> dict[int, int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", type=int, required=True, help="this server's id (>= 1)")
-    p.add_argument("--address", required=True, help="Raft address, host:port")
+    p.add_argument("--address", required=True,
+                   help="Raft address, host:port: the one the cluster knows this node by "
+                        "(its entry in --cluster; what peers dial)")
+    p.add_argument("--bind", metavar="HOST:PORT", default=None,
+                   help="listen for raft connections here instead of on --address (behind "
+                        "NAT, a port mapping or a proxy; e.g. 0.0.0.0:9001)")
     p.add_argument("--data-dir", required=True, help="where the log and snapshots live")
     p.add_argument("--cluster", type=_cluster_arg, required=True,
                    help="initial members, 1=host:port,2=... (ignored once the data dir "
-                        "holds state)")
+                        "holds state); empty (--cluster '') for a node that joins and is "
+                        "added by the leader")
     p.add_argument("--client-port", type=int, required=True,
                    help="port of the JSON client protocol on 127.0.0.1")
     p.add_argument("--client-ports", type=_ports_arg, default={},
@@ -712,7 +719,8 @@ def run(args: argparse.Namespace) -> int:
                     heartbeat_timeout=args.heartbeat_timeout,
                     snapshot_threshold=args.snapshot_threshold,
                     snapshot_trailing=args.snapshot_trailing,
-                    max_pending_commands=args.max_pending_commands)
+                    max_pending_commands=args.max_pending_commands,
+                    bind_address=args.bind)
     journal = Journal(args.journal_size)
     store = JournalStore(journal)
     rig = _slowfsm.Rig.from_args(args, store)  # the store, or a SlowFSM around it

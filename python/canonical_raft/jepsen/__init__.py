@@ -12,10 +12,15 @@ record a history, a nemesis driven by one seed, and the checkers of
 
     python -m canonical_raft.jepsen --seed 1 --time 30 --nodes 3
 
+Every node is known by its port on the proxy and listens (``--bind``) on a
+private one behind it, so no configuration, a snapshot's included, leads
+around the proxy: schedules run with frequent snapshots.
+
 Files, one job each: ``proxy`` (LinkProxy), ``cluster`` (ProxiedCluster:
-processes, pauses, post-mortem), ``history`` (Recorder), ``workload``
-(register clients), ``nemesis`` (faults), ``runner`` (one schedule),
-``journals`` (the nodes' apply journals and the raft checks that need them),
+processes, pauses, membership bookkeeping, post-mortem), ``history``
+(Recorder), ``workload`` (register clients), ``nemesis`` (faults and
+membership moves), ``runner`` (one schedule), ``journals`` (the nodes' apply
+journals, harvested per process, and the raft checks that need them),
 ``crash`` (kill -9 at random points, recovery checks), ``stats``.
 """
 

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--forward", action="store_true",
                    help="nodes forward writes and barriers (serve --forward); each client "
                         "talks to one node, whatever its role")
+    p.add_argument("--snapshot-threshold", type=int, default=RunConfig.snapshot_threshold,
+                   help="fault schedules: a snapshot every this many entries")
+    p.add_argument("--snapshot-trailing", type=int, default=RunConfig.snapshot_trailing)
     p.add_argument("--crash-points", type=int, default=0,
                    help="also run this many crash points (0: none)")
     p.add_argument("--crash-kinds", default=",".join(KINDS))
@@ -73,18 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     converge: list[float] = []
     by_fault: dict[str, list[float]] = {}
     failed: list[int] = []
+    faults_run: dict[str, int] = {}
+    moves = [0, 0]   # membership changes: took effect, attempted
     for seed in range(args.seed, args.seed + args.runs) if args.time > 0 else ():
         run = run_schedule(RunConfig(seed=seed, time=args.time, nodes=args.nodes,
                                      clients=args.clients, rate=args.rate, keys=args.keys,
                                      faults=faults, artifacts=args.artifacts, keep=args.keep,
                                      engine=args.engine, store=args.store,
-                                     forward=args.forward))
+                                     forward=args.forward,
+                                     snapshot_threshold=args.snapshot_threshold,
+                                     snapshot_trailing=args.snapshot_trailing))
         ok &= run.ok
         if not run.ok:
             failed.append(seed)
         new_leader += run.new_leader_s
         for fault, values in run.extra.get("new_leader_by_fault", {}).items():
             by_fault.setdefault(fault, []).extend(values)
+        for fault, n in run.faults.items():
+            faults_run[fault] = faults_run.get(fault, 0) + n
+        moves[0] += sum(m["done"] for m in run.extra.get("membership", ()))
+        moves[1] += len(run.extra.get("membership", ()))
         if run.converge_s is not None:
             converge.append(run.converge_s)
         results.append(asdict(run))
@@ -94,15 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.runs} schedules, {args.runs - len(failed)} clean; failing seeds: "
               f"{failed or 'none'}\n  new leader after a leader fault (s): "
               f"{summarize(new_leader)}\n  convergence after healing (s): "
-              f"{summarize(converge)}", flush=True)
+              f"{summarize(converge)}\n  faults: {dict(sorted(faults_run.items()))}; "
+              f"membership changes {moves[0]}/{moves[1]} took effect", flush=True)
         for fault, values in sorted(by_fault.items()):
             print(f"    {fault}: {summarize(values)}", flush=True)
     if args.crash_points:
         crash = run_crash_points(CrashConfig(seed=args.seed, points=args.crash_points,
                                              kinds=tuple(args.crash_kinds.split(",")),
                                              artifacts=args.artifacts, keep=args.keep,
-                                             engine=args.engine, store=args.store,
-                                     forward=args.forward))
+                                             engine=args.engine, store=args.store))
         ok &= crash.ok
         results.append(asdict(crash))
         if not args.json:

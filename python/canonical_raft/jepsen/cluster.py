@@ -1,16 +1,25 @@
 """The cluster under test: ``serve`` processes behind a LinkProxy, with the
-process faults (SIGKILL, SIGSTOP/SIGCONT) and the post-mortem (exit codes,
-log scan).
+process faults (SIGKILL, SIGSTOP/SIGCONT), membership bookkeeping and the
+post-mortem (exit codes, log scan).
 
-Each node is started with its own raft address and the *proxy's* addresses
-for its peers (``--cluster`` differs per node only in the node's own entry),
-so every byte between two nodes crosses the proxy. Index 1 of each node's
-log (the bootstrap configuration) therefore records that node's own view.
-A snapshot carries the configuration of the node that took it: a node that
-installs a snapshot from the leader would learn the leader's *real* address
-and bypass the proxy on that one link. Fault schedules run with a snapshot
-threshold above the number of writes (``NO_SNAPSHOTS``) for that reason;
-the crash points (no proxy) cover snapshots.
+Every node is *known by* its port on the proxy: its ``--address``, its entry
+in every node's ``--cluster``, and the address a membership change adds it
+at are all proxy ports. Each node listens on a private port of its own
+(``--bind``) that only the proxy dials. So every configuration the cluster
+ever holds, including the one a snapshot carries, names proxy ports only, and
+no raft byte can bypass the proxy (the runner checks both: every member's
+configuration lists proxy ports only, and every member's raft connections
+crossed the proxy). Fault schedules therefore run with snapshots on
+(``SNAPSHOTS``: one every 128 entries, 32 kept behind it).
+
+Membership: ``ids`` are the current members (the nodes the harness keeps
+running, restarts after a fault, and expects to converge). ``spares`` more
+ids have their ports (raft, proxy, client) set aside from the start, so every
+server's ``--client-ports`` and every client know them; ``take_spare()``
+hands out a fresh id, started on a fresh data dir with no bootstrap
+configuration (``--cluster ''``) and added by the leader; ``retire(id)``
+stops a node once its removal committed. The bootstrap members always start
+with the same ``--cluster`` (the cluster id derives from it).
 
 Engines: ``engine`` ("uv", "asyncio" or "mixed") and ``store`` (the asyncio
 nodes' ``--store``) pass through to LocalCluster. TLS is not offered here: the
@@ -29,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import ClusterClient
-from ..local_cluster import LocalCluster
+from ..local_cluster import LocalCluster, free_port
 from .proxy import LinkProxy
 
 __all__ = ["ProxiedCluster", "scan_log", "FATAL_PATTERNS", "ENGINES", "engines_for"]
@@ -52,7 +61,10 @@ FATAL_PATTERNS = re.compile(
     r"AddressSanitizer|LeakSanitizer|runtime error:|Aborted|Traceback \(most recent call|"
     r" CRITICAL | ERROR ")
 
-#: Server arguments that keep every entry in the log (see the module docstring).
+#: Server arguments of fault schedules: frequent snapshots, a short trailing log
+#: (followers that fall behind install snapshots; restarts load them).
+SNAPSHOTS = ["--snapshot-threshold", "128", "--snapshot-trailing", "32"]
+#: Server arguments that keep every entry in the log.
 NO_SNAPSHOTS = ["--snapshot-threshold", "1000000", "--snapshot-trailing", "1000000"]
 
 
@@ -91,32 +103,83 @@ def scan_log(path: Path, limit: int = 20) -> list[str]:
 
 
 class ProxiedCluster(LocalCluster):
-    """A LocalCluster whose raft traffic goes through a LinkProxy (``proxied``)
-    and which tracks paused nodes and unexpected deaths."""
+    """A LocalCluster whose raft traffic goes through a LinkProxy (``proxied``),
+    with ``spares`` ids set aside for nodes added later, and which tracks
+    paused nodes and unexpected deaths."""
 
     def __init__(self, base_dir: str | os.PathLike, size: int = 3, *,
                  server_args: Sequence[str] = (), proxied: bool = True,
-                 engine: str = "uv", store: str = "memory", forward: bool = False) -> None:
+                 engine: str = "uv", store: str = "memory", spares: int = 0,
+                 forward: bool = False) -> None:
         super().__init__(base_dir, size, server_args=server_args,
                          engines=engines_for(engine, size), store=store, forward=forward)
+        self.initial = list(self.ids)          # the bootstrap members
+        self.spares: list[int] = []            # ids set aside, never started yet
+        for i, kind in engines_for(engine, size + spares).items():
+            if i > size:
+                self.raft_ports[i], self.client_ports[i] = free_port(), free_port()
+                self.engines[i] = kind
+                self.stores[i] = store if kind == "asyncio" else None
+                self.tls[i] = None
+                if self.forward_ports is not None:
+                    self.forward_ports[i] = free_port()
+                self.spares.append(i)
+        self.started: set[int] = set()         # every id that ever ran
+        self.removed: list[int] = []           # retired after their removal committed
         self.proxy = LinkProxy(self.raft_ports).start() if proxied else None
         self.paused: set[int] = set()
         self.deaths: list[tuple[int, int]] = []     # (node, exit status) we did not cause
         self.exit_codes: dict[int, int] = {}
+        # Know every id's client port, the spares' too.
+        self._monitor.close()
+        self._monitor = ClusterClient(self.client_ports, timeout=5.0, attempt_timeout=5.0)
         # Short timeouts: a paused or partitioned node must not stall the harness.
         self._fast = ClusterClient(self.client_ports, timeout=2.0, attempt_timeout=1.0)
 
     def all_durable(self) -> bool:
         """Every node's state outlives its process (it may be killed and restarted)."""
-        return all(self.durable(i) for i in self.ids)
+        return all(self.durable(i) for i in [*self.ids, *self.spares])
+
+    def advertised(self, node_id: int) -> str:
+        """The address the cluster knows ``node_id`` by: its proxy port (or,
+        unproxied, its own)."""
+        if self.proxy is None:
+            return self.address(node_id)
+        return f"127.0.0.1:{self.proxy.ports[node_id]}"
 
     def command(self, node_id: int) -> list[str]:
         cmd = super().command(node_id)
+        bootstrap = ",".join(f"{i}={self.advertised(i)}" for i in self.initial)
+        cmd[cmd.index("--cluster") + 1] = bootstrap if node_id in self.initial else ""
         if self.proxy is not None:
-            view = {i: (self.address(i) if i == node_id else
-                        f"127.0.0.1:{self.proxy.ports[i]}") for i in self.ids}
-            cmd[cmd.index("--cluster") + 1] = ",".join(f"{i}={a}" for i, a in sorted(view.items()))
+            cmd[cmd.index("--address") + 1] = self.advertised(node_id)
+            cmd += ["--bind", self.address(node_id)]
         return cmd
+
+    def spawn(self, node_id: int):
+        self.started.add(node_id)
+        return super().spawn(node_id)
+
+    # ---------------------------------------------------------- membership
+
+    def take_spare(self) -> int | None:
+        """A fresh id (fresh data dir, ports known to all) now counted as a
+        member-to-be, or None when none is left."""
+        if not self.spares:
+            return None
+        node_id = self.spares.pop(0)
+        self.ids = sorted([*self.ids, node_id])
+        return node_id
+
+    def retire(self, node_id: int, timeout: float = 20.0) -> None:
+        """A node no longer in the configuration: stop it (SIGTERM; its exit
+        status is checked like any other) and stop expecting it."""
+        self.ids = [i for i in self.ids if i != node_id]
+        self.removed.append(node_id)
+        self.resume(node_id)
+        if node_id in self.procs:
+            self.exit_codes[node_id] = self.stop(node_id, timeout)
+        self._fast.disconnect(node_id)
 
     # ---------------------------------------------------------- process faults
 
@@ -221,7 +284,7 @@ class ProxiedCluster(LocalCluster):
                 self.proxy.close()
 
     def scan_logs(self) -> dict[int, list[str]]:
-        found = {i: scan_log(self.log_path(i)) for i in self.ids}
+        found = {i: scan_log(self.log_path(i)) for i in sorted(self.started)}
         return {i: lines for i, lines in found.items() if lines}
 
     def postmortem(self) -> list[str]:

@@ -14,19 +14,31 @@ them:
 * ``at_index``: every acknowledged write is in the entry at the index its reply
   gave (an entry may hold several commands: the core batches them);
 * ``index_order``: real-time order against the reported indices.
+
+A journal lives in its server process. With snapshots on, a restarted node
+replays only what follows its snapshot, so after a restart-all no live
+process may hold the head of the log: ``Harvester`` fetches every member's
+journal incrementally during the run (periodically, and just before the
+nemesis kills or removes a node) and keeps one journal per process. The
+committed log is then the union of all of them (``merged_log``); indices no
+journal recorded (applied and covered by a snapshot between a node's last
+harvest and its death) are reported as a figure, and the acknowledged writes
+at those indices are left to the linearizability check and the final reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+import threading
+from typing import Any, Callable, Iterable, Mapping
 
 from ..checker import LogEntry, Operation
 from ..checker.history import OK
 from ..checker.raft_checks import (duplicate_applies, index_order, lost_writes,
                                    replica_divergence)
 
-__all__ = ["journal_tuples", "committed_log", "check_with_journals", "fetch_journals"]
+__all__ = ["journal_tuples", "committed_log", "merged_log", "check_with_journals",
+           "fetch_journals", "Harvester"]
 
 #: Commands of one entry get LogEntry indices ``index * BATCH + k``: the
 #: checker's log wants one command per index, the core puts several in one.
@@ -93,13 +105,38 @@ def committed_log(journal: Mapping[str, Any]) -> tuple[list[LogEntry], dict[int,
     return log, at
 
 
+def merged_log(journals: Iterable[Mapping[str, Any]]) -> tuple[dict, list[int]]:
+    """The union of journals (any processes' records of the same log) as one
+    journal from index 1, and the indices up to the highest recorded that no
+    journal covers."""
+    commands: dict[int, dict] = {}
+    covered: set[int] = set()
+    for journal in journals:
+        for rec in journal["entries"]:
+            if "noop" in rec:
+                covered.update(range(rec["noop"][0], rec["noop"][1] + 1))
+            elif "index" in rec:
+                covered.add(rec["index"])
+                commands.setdefault(rec["index"], rec)
+    last = max(covered, default=0)
+    gaps = [i for i in range(1, last + 1) if i not in covered]
+    return {"first": 0, "last_index": last,
+            "entries": [commands[i] for i in sorted(commands)]}, gaps
+
+
 def _hashable(value: Any) -> Any:
     return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def check_with_journals(ops: list[Operation], journals: Mapping[Any, Mapping[str, Any]],
+                        *, merge: bool = False, gap_figures: dict | None = None,
                         ) -> tuple[list[str], list[str]]:
-    """(problems, the checks that ran) over the history and every node's journal."""
+    """(problems, the checks that ran) over the history and every node's journal.
+
+    ``merge``: the committed log is the union of all journals (``merged_log``:
+    for journals of processes that died along the way), not the longest
+    complete one; ``gap_figures["unjournaled_indices"]`` then says how many
+    indices none recorded (their writes are not checked here)."""
     checks = ["index_order"]
     problems = [str(p) for p in index_order(ops)]
     if not journals:
@@ -108,11 +145,22 @@ def check_with_journals(ops: list[Operation], journals: Mapping[Any, Mapping[str
     problems += [str(p) for p in replica_divergence(
         {node: journal_tuples(j) for node, j in journals.items()})]
     complete = [j for j in journals.values() if _complete(j)]
-    if not complete:
+    gaps: set[int] = set()
+    if merge:   # journals of processes that died early: only their union is whole
+        best, missing = merged_log(journals.values())
+        gaps = set(missing)
+        if gap_figures is not None:
+            gap_figures["unjournaled_indices"] = len(missing)
+        if not best["entries"]:
+            return problems + ["the journals hold no command entry"], checks
+    elif complete:
+        best = max(complete, key=lambda j: j.get("last_index", 0))
+    else:
         return problems + ["no node's journal covers the whole log"], checks
-    best = max(complete, key=lambda j: j.get("last_index", 0))
     log, at = committed_log(best)
     checks += ["lost_writes", "duplicate_applies", "at_index"]
+    if gaps:   # writes acknowledged at an index no journal recorded: not checkable here
+        ops = [op for op in ops if op.index not in gaps]
     # Indices are matched by at_index below (the log's are synthetic).
     plain = [dataclasses.replace(op, index=None) for op in ops]
     problems += [str(p) for p in lost_writes(plain, log)]
@@ -137,3 +185,51 @@ def fetch_journals(client: Any, nodes: Iterable[int], timeout: float, *,
         except (OSError, ValueError) as exc:
             problems.append(f"node {node}: no journal: {exc!r}")
     return journals, problems
+
+
+class Harvester:
+    """Every process's journal, fetched incrementally (``harvest``), kept per
+    process: ``journals()`` maps ``"<node>/<pid>"`` to a journal.
+
+    ``request(node, request, timeout)`` sends one client request (no retry);
+    ``processes()`` names the live processes, ``{node: pid}``. Thread-safe."""
+
+    def __init__(self, request: Callable[[int, dict, float], dict],
+                 processes: Callable[[], dict[int, int]], timeout: float = 2.0) -> None:
+        self._request = request
+        self._processes = processes
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._journals: dict[str, dict] = {}
+        self._next: dict[str, int] = {}
+        self.failures = 0
+
+    def harvest(self, nodes: Iterable[int] | None = None) -> None:
+        """Fetch what the live processes of ``nodes`` (default: all) journaled
+        since the last harvest. A node that does not answer is skipped."""
+        with self._lock:
+            for node, pid in self._processes().items():
+                if nodes is not None and node not in nodes:
+                    continue
+                key = f"{node}/{pid}"
+                try:
+                    while True:
+                        start = self._next.get(key, 0)
+                        reply = self._request(node, {"op": "journal", "from": start,
+                                                     "limit": 10_000, "commands": True},
+                                              self._timeout)
+                        if "error" in reply:
+                            raise ValueError(reply["error"])
+                        journal = self._journals.setdefault(
+                            key, {"first": reply["first"], "entries": []})
+                        journal["entries"] += reply["entries"]
+                        journal["last_index"] = reply["last_index"]
+                        self._next[key] = reply["next"]
+                        if reply["next"] >= reply["end"] or not reply["entries"]:
+                            break
+                except (OSError, ValueError, KeyError):
+                    self.failures += 1
+
+    def journals(self) -> dict[str, dict]:
+        with self._lock:
+            return {k: {**j, "entries": list(j["entries"])} for k, j in self._journals.items()}

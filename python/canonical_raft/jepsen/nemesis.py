@@ -21,14 +21,33 @@ one-way            one direction only: the leader hears no one, or a random link
 slow               20-150 ms added on every link, 3-6 s
 refuse             connections to a random node are reset at once (fails fast), 3-6 s
 restart-all        SIGKILL every node at once, restart them all
+add-member         start a fresh node (new id, empty data dir, known by its proxy
+                   port) and have the leader add it as a voter
+remove-member      have the leader remove a random member (the leader itself too);
+                   once the removal committed, stop the removed node
+replace-member     remove a member, then add a fresh one (at ``size - 1``
+                   voters: add first): the cluster keeps its size
+transfer-leader    the leader hands leadership to a random other voter
 =================  ===============================================================
 
-The first two and the last restart a killed process (``RESTART_FAULTS``): a
-node's state must outlive its process for that to be sound. An asyncio-engine
-node on a MemoryStore comes back with no log, no term and no memory of its
-votes (it could vote twice in one term), and ``serve`` refuses to start it
-again; ``restartable_faults`` leaves those faults out of such a schedule. The
-pauses (SIGSTOP/SIGCONT) keep the process, and its memory, and stay in.
+Membership stays between ``size - 1`` and ``size + 1`` voters: add-member at
+``size + 1`` removes one first, remove-member at ``size - 1`` adds one first.
+A change's reply is not trusted for the bookkeeping: after each move, a write
+through the leader commits everything before it and the leader's
+configuration is read back (``settle_membership``); the nodes in it are the
+members the harness expects to converge, the others are stopped. A fresh id
+comes from the cluster's spares; when none is left, adding is skipped
+(logged). Leader-failure timings are only measured where the survivors are a
+majority of the configuration.
+
+kill-leader, kill-random and restart-all restart a killed process
+(``RESTART_FAULTS``): a node's state must outlive its process for that to be
+sound. An asyncio-engine node on a MemoryStore comes back with no log, no term
+and no memory of its votes (it could vote twice in one term), and ``serve``
+refuses to start it again; ``restartable_faults`` leaves those faults out of
+such a schedule. The pauses (SIGSTOP/SIGCONT) keep the process, and its
+memory, and stay in; so do the membership moves (they start fresh nodes and
+stop removed ones, never restart one).
 """
 
 from __future__ import annotations
@@ -36,15 +55,18 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
+from ..client import RETRYABLE
 from .cluster import ProxiedCluster
 
-__all__ = ["Nemesis", "FAULTS", "RESTART_FAULTS", "restartable_faults"]
+__all__ = ["Nemesis", "FAULTS", "MEMBERSHIP_MOVES", "RESTART_FAULTS", "restartable_faults"]
 
+MEMBERSHIP_MOVES = ("add-member", "remove-member", "replace-member", "transfer-leader")
 FAULTS = ("kill-leader", "kill-random", "pause", "pause-leader", "isolate-leader", "split",
-          "one-way", "slow", "refuse", "restart-all")
-PROCESS_FAULTS = ("kill-leader", "kill-random", "pause", "pause-leader", "restart-all")
+          "one-way", "slow", "refuse", "restart-all", *MEMBERSHIP_MOVES)
+PROCESS_FAULTS = ("kill-leader", "kill-random", "pause", "pause-leader", "restart-all",
+                  *MEMBERSHIP_MOVES)
 RESTART_FAULTS = ("kill-leader", "kill-random", "restart-all")
 
 
@@ -63,8 +85,13 @@ def restartable_faults(faults: tuple[str, ...], durable: bool
 class Nemesis(threading.Thread):
     def __init__(self, cluster: ProxiedCluster, rng: random.Random, *,
                  faults: tuple[str, ...] = FAULTS, interval: tuple[float, float] = (1.0, 2.5),
-                 election_timeout: float = 1.0, start_timeout: float = 60.0) -> None:
+                 election_timeout: float = 1.0, start_timeout: float = 60.0,
+                 harvest: Callable[[list[int] | None], None] | None = None) -> None:
         super().__init__(name="jepsen-nemesis", daemon=True)
+        self.size = len(cluster.ids)   # membership moves keep size-1..size+1 voters
+        self.harvest = harvest         # journals of nodes about to die (journals.Harvester)
+        self.membership: list[dict[str, Any]] = []   # each move's outcome
+        self._marks = 0
         if cluster.proxy is None:
             faults = tuple(f for f in faults if f in PROCESS_FAULTS)
         self.cluster = cluster
@@ -129,8 +156,8 @@ class Nemesis(threading.Thread):
     def _measure_new_leader(self, old: dict | None, among: list[int], fault: str,
                             t0: float) -> None:
         """Time from t0 to a leader of a later term among ``among``."""
-        if old is None:
-            return
+        if old is None or 2 * len(among) <= len(self.cluster.ids):
+            return   # (survivors that are no majority elect no one)
         found = self.cluster.wait_new_leader(among, old["term"], timeout=20.0)
         if found is None:
             self.leaderless.append(f"{fault}: no new leader among {among} within 20s")
@@ -166,7 +193,12 @@ class Nemesis(threading.Thread):
 
     # ---------------------------------------------------------- faults
 
+    def _harvest(self, nodes: list[int] | None) -> None:
+        if self.harvest is not None:
+            self.harvest(nodes)
+
     def _kill(self, node: int, fault: str, measure: dict | None) -> None:
+        self._harvest([node])
         t0 = time.monotonic()
         self.cluster.kill(node)
         self.log("kill", fault, node=node)
@@ -260,6 +292,7 @@ class Nemesis(threading.Thread):
                     self.rng.uniform(3.0, 6.0))
 
     def _restart_all(self) -> None:
+        self._harvest(None)
         self.cluster.kill_all()
         self.log("kill-all", "restart-all")
         self._hold(self.rng.uniform(0.2, 1.5))
@@ -273,3 +306,133 @@ class Nemesis(threading.Thread):
             except (RuntimeError, TimeoutError, OSError) as exc:
                 self.problems.append(f"node {node} failed to restart: {exc}")
         self.log("restarted-all", "restart-all", after_s=round(time.monotonic() - t0, 3))
+
+    # ---------------------------------------------------------- membership moves
+
+    def _leader_request(self, request: dict, timeout: float = 30.0) -> dict:
+        """``request`` to whichever node leads, again while the answer is one
+        that may change (not leader, timeout, busy with another change...);
+        the last reply (``{"error": ...}`` if none came)."""
+        deadline = time.monotonic() + timeout
+        reply: dict = {"error": "no_leader"}
+        while time.monotonic() < deadline:
+            leader = self._leader()
+            if leader is not None:
+                try:
+                    reply = self.cluster.request(leader["id"], request,
+                                                 max(0.5, min(10.0, deadline - time.monotonic())))
+                except (OSError, ValueError) as exc:
+                    reply = {"error": "no_answer", "message": repr(exc)}
+                if reply.get("ok") or reply.get("error") not in (*RETRYABLE, "raft_error",
+                                                                 "no_answer"):
+                    return reply
+            time.sleep(0.2)
+        return reply
+
+    def settle_membership(self, timeout: float = 30.0) -> dict[int, str] | None:
+        """Commit a marker write through the leader, then read the leader's
+        configuration ({id: role}); make ``cluster.ids`` its voters and standbys
+        and stop every other node that runs. None if no leader answered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._marks += 1
+            try:
+                with self.cluster.client(timeout=max(1.0, deadline - time.monotonic()),
+                                         attempt_timeout=2.0) as client:
+                    client.set("__membership__", self._marks)
+            except Exception:   # a timeout: try again while time is left
+                continue
+            leader = self._leader()
+            if leader is None or "members" not in leader:
+                time.sleep(0.1)
+                continue
+            roles = {m["id"]: m["role"] for m in leader["members"]}
+            members = sorted(i for i, r in roles.items() if r in ("voter", "standby"))
+            for node in [i for i in self.cluster.started if i not in members]:
+                if node in self.cluster.ids or self.cluster.is_running(node):
+                    self._harvest([node])
+                    self.cluster.retire(node)
+                    self.log("retired", "-", node=node, role=roles.get(node))
+            unknown = [i for i in members if i not in self.cluster.started]
+            if unknown:
+                self.problems.append(f"members {unknown} have no process of ours")
+            self.cluster.ids = [i for i in members if i in self.cluster.started]
+            return roles
+        self.problems.append(f"membership not settled within {timeout}s: no leader committed "
+                             "a write")
+        return None
+
+    def _add_member(self) -> None:
+        if len(self.cluster.ids) >= self.size + 1:
+            self._remove_one("add-member")
+        self._add_one("add-member")
+
+    def _remove_member(self) -> None:
+        if len(self.cluster.ids) <= self.size - 1:
+            self._add_one("remove-member")
+        self._remove_one("remove-member")
+
+    def _replace_member(self) -> None:
+        if len(self.cluster.ids) <= self.size - 1:   # never below the floor
+            self._add_one("replace-member")
+            self._remove_one("replace-member")
+        else:
+            self._remove_one("replace-member")
+            self._add_one("replace-member")
+
+    def _add_one(self, fault: str) -> None:
+        node = self.cluster.take_spare()
+        if node is None:
+            self.log("skipped", fault, why="no spare id left")
+            return
+        t0 = time.monotonic()
+        try:
+            self.cluster.start(node, timeout=self.start_timeout)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            self.problems.append(f"new node {node} failed to start: {exc}")
+            self.settle_membership()
+            return
+        address = self.cluster.advertised(node)
+        self.log("add", fault, node=node, address=address)
+        reply = self._leader_request({"op": "add", "id": node, "address": address,
+                                      "role": "voter"})
+        roles = self.settle_membership()
+        self._outcome(fault, "add", node, reply, roles, t0)
+
+    def _remove_one(self, fault: str) -> None:
+        node = self.rng.choice(self.cluster.ids)
+        t0 = time.monotonic()
+        self.log("remove", fault, node=node)
+        reply = self._leader_request({"op": "remove", "id": node})
+        roles = self.settle_membership()
+        self._outcome(fault, "remove", node, reply, roles, t0)
+
+    def _outcome(self, fault: str, op: str, node: int, reply: dict,
+                 roles: dict[int, str] | None, t0: float) -> None:
+        member = roles is not None and roles.get(node) in ("voter", "standby")
+        done = member if op == "add" else (roles is not None and not member)
+        entry = {"fault": fault, "op": op, "node": node, "done": done,
+                 "reply": reply.get("error", "ok"), "s": round(time.monotonic() - t0, 3)}
+        self.membership.append(entry)
+        self.log("membership", fault, **{k: v for k, v in entry.items() if k != "fault"},
+                 members=roles)
+
+    def _transfer_leader(self) -> None:
+        leader = self._leader()
+        if leader is None:
+            return
+        others = [i for i in self.cluster.ids if i != leader["id"] and i in self.cluster.live()]
+        if not others:
+            return
+        target = self.rng.choice(others)
+        t0 = time.monotonic()
+        try:
+            reply = self.cluster.request(leader["id"], {"op": "transfer", "to": target}, 10.0)
+        except (OSError, ValueError) as exc:
+            reply = {"error": "no_answer", "message": repr(exc)}
+        self.log("transfer", "transfer-leader", node=leader["id"], to=target,
+                 reply=reply.get("leader_id", reply.get("error")))
+        found = self.cluster.wait_new_leader(None, leader["term"], timeout=10.0)
+        if found is not None:
+            self.new_leader_by_fault.setdefault("transfer-leader", []).append(
+                time.monotonic() - t0)

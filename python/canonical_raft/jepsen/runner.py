@@ -1,5 +1,12 @@
 """One fault schedule: cluster, clients and nemesis for ``time`` seconds, then
-heal, converge, final reads on every node, checks, post-mortem.
+heal, settle the membership, converge, final reads on every member, checks,
+post-mortem.
+
+Snapshots are on (``snapshot_threshold``/``_trailing``); the journals the
+checks need are harvested from every process during the run
+(journals.Harvester). Membership moves change who is a member: the final
+reads, convergence and journal checks cover the members of the final
+configuration; removed nodes were stopped and their logs are still scanned.
 
     result = run_schedule(RunConfig(seed=7, time=30, nodes=3))
     result.ok, result.problems, result.artifacts
@@ -16,15 +23,17 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..checker import CASRegister, Event, check_history
-from .cluster import NO_SNAPSHOTS, ProxiedCluster, artifact_dir
+from ..client import ClusterClient
+from .cluster import ProxiedCluster, artifact_dir
 from .history import Recorder
-from .journals import check_with_journals, fetch_journals
-from .nemesis import FAULTS, Nemesis, restartable_faults
+from .journals import Harvester, check_with_journals
+from .nemesis import FAULTS, MEMBERSHIP_MOVES, Nemesis, restartable_faults
 from .stats import summarize
 from .workload import Workload
 
@@ -52,11 +61,24 @@ class RunConfig:
     engine: str = "uv"                # uv, asyncio, or mixed (cluster.engines_for)
     store: str = "memory"             # the asyncio nodes' store: memory or mdb
     forward: bool = False             # serve --forward; client n talks to node n only
+    snapshot_threshold: int = 128     # a snapshot every this many entries...
+    snapshot_trailing: int = 32       # ... keeping this many behind it
+    harvest_interval: float = 1.0     # seconds between journal harvests
 
     def server_args(self) -> list[str]:
         return ["--election-timeout", str(self.election_timeout),
                 "--heartbeat-timeout", str(self.heartbeat_timeout),
-                "--apply-timeout", str(max(1.0, self.op_timeout - 1.0)), *NO_SNAPSHOTS]
+                "--apply-timeout", str(max(1.0, self.op_timeout - 1.0)),
+                "--snapshot-threshold", str(self.snapshot_threshold),
+                "--snapshot-trailing", str(self.snapshot_trailing)]
+
+    def spares(self) -> int:
+        """Ids set aside for nodes the membership moves add: one per add, and
+        a fault takes about 5 s (interval, then 3-6 s held), so this leaves
+        room for a move in most of them; past it, adds are skipped (logged)."""
+        if not set(self.faults) & set(MEMBERSHIP_MOVES):
+            return 0
+        return 3 + int(self.time / 6)
 
 
 @dataclass
@@ -86,6 +108,15 @@ class RunResult:
                  f"converged {converged} after healing; raft checks "
                  f"{', '.join(self.extra.get('raft_checks') or ['none'])} on "
                  f"{self.extra.get('indexed_ops', 0)} indexed ops"]
+        moves = self.extra.get("membership") or []
+        if moves:
+            done = sum(m["done"] for m in moves)
+            lines.append(f"  membership: {done}/{len(moves)} changes took effect; members "
+                         f"{self.extra.get('members')}, removed {self.extra.get('removed')}")
+        lines.append(f"  snapshots (final processes): {self.extra.get('snapshots_taken', 0)} "
+                     f"taken, {self.extra.get('snapshots_restored', 0)} restored; "
+                     f"{self.extra.get('journals', 0)} process journals, "
+                     f"{self.extra.get('unjournaled_indices', 0)} indices unjournaled")
         left_out = self.extra.get("faults_left_out")
         if left_out:
             lines.append(f"  left out: {', '.join(left_out)} ({next(iter(left_out.values()))})")
@@ -124,12 +155,14 @@ def final_reads(cluster: ProxiedCluster, recorder: Recorder, keys: list[str],
     t_call = time.monotonic_ns()
     with cluster.client(timeout=timeout) as client:
         client.set("__final_barrier__", t_call)
-    # The node that acknowledged the write had applied it; the leader may have
-    # changed since (a resumed node can start an election), and a new leader
-    # may not have applied it yet: take the highest applied index of all.
+        barrier = client.last_index or 0   # the index the write was applied at
+    # The node that acknowledged the write had applied it (at ``barrier``); the
+    # leader may have changed since (a resumed node can start an election), and
+    # a new leader may not have applied it yet: take the highest applied index
+    # of all, and never less than the barrier's (a status can time out).
     # Anything applied anywhere is committed.
-    target = max((s["last_applied"] for s in map(cluster.status, cluster.ids)
-                  if s is not None), default=0)
+    target = max([barrier, *(s["last_applied"] for s in map(cluster.status, cluster.ids)
+                             if s is not None)])
     dumps = {}
     deadline = time.monotonic() + timeout
     for node in cluster.ids:
@@ -161,6 +194,58 @@ def final_reads(cluster: ProxiedCluster, recorder: Recorder, keys: list[str],
     return problems
 
 
+class _Every(threading.Thread):
+    """Calls ``fn()`` every ``interval`` seconds until stop()."""
+
+    def __init__(self, interval: float, fn) -> None:
+        super().__init__(name="jepsen-harvest", daemon=True)
+        self.interval, self.fn = interval, fn
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.fn()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join()
+
+
+def _processes(cluster: ProxiedCluster) -> dict[int, int]:
+    """{node: pid} of the live members (safe against the nemesis' changes)."""
+    found = {}
+    for i in list(cluster.ids):
+        proc = cluster.procs.get(i)
+        if proc is not None and proc.poll() is None and i not in cluster.paused:
+            found[i] = proc.pid
+    return found
+
+
+def _bypass_check(cluster: ProxiedCluster, figures: dict) -> list[str]:
+    """Every member's configuration names proxy ports only (else a peer could
+    dial around the proxy); the snapshots the members took and installed."""
+    if cluster.proxy is None:
+        return []
+    proxied = {cluster.advertised(i) for i in cluster.proxy.ports}
+    problems = []
+    taken = restored = 0
+    for node in cluster.ids:
+        status = cluster.status(node)
+        if status is None:
+            problems.append(f"node {node} gave no status for the proxy-bypass check")
+            continue
+        taken += status.get("snapshots_taken", 0)
+        restored += status.get("snapshots_restored", 0)
+        around = sorted(m["address"] for m in status.get("members", ())
+                        if m["address"] not in proxied)
+        if around:
+            problems.append(f"node {node}'s configuration names {around}, not proxy ports: "
+                            "traffic can bypass the proxy")
+    figures.update(snapshots_taken=taken, snapshots_restored=restored)
+    return problems
+
+
 def run_schedule(cfg: RunConfig) -> RunResult:
     started = time.monotonic()
     base = artifact_dir(cfg.artifacts, f"jepsen-seed{cfg.seed}-")
@@ -168,7 +253,8 @@ def run_schedule(cfg: RunConfig) -> RunResult:
     recorder = Recorder()
     problems: list[str] = []
     cluster = ProxiedCluster(base, cfg.nodes, server_args=cfg.server_args(),
-                             engine=cfg.engine, store=cfg.store, forward=cfg.forward)
+                             engine=cfg.engine, store=cfg.store, spares=cfg.spares(),
+                             forward=cfg.forward)
     faults, left_out = restartable_faults(tuple(cfg.faults), cluster.all_durable())
     engine = cfg.engine if cfg.engine == "uv" else f"{cfg.engine}, {cfg.store} store"
     workload = nemesis = None
@@ -177,6 +263,10 @@ def run_schedule(cfg: RunConfig) -> RunResult:
     verdict, explanation = "unknown", ""
     journals: dict = {}
     raft_checks: list[str] = []
+    figures: dict[str, Any] = {}
+    harvest_client = ClusterClient(cluster.client_ports, timeout=2.0, attempt_timeout=2.0)
+    harvester = Harvester(harvest_client.request, lambda: _processes(cluster))
+    harvesting = _Every(cfg.harvest_interval, harvester.harvest)
     try:
         if not faults:
             raise ValueError(f"no fault of {list(cfg.faults)} can run on this cluster: "
@@ -188,8 +278,10 @@ def run_schedule(cfg: RunConfig) -> RunResult:
                             ops_per_key=cfg.ops_per_key, op_timeout=cfg.op_timeout,
                             tag=f"s{cfg.seed}", forward=cfg.forward)
         nemesis = Nemesis(cluster, random.Random(rng.getrandbits(64)), faults=faults,
-                          interval=cfg.interval, election_timeout=cfg.election_timeout)
+                          interval=cfg.interval, election_timeout=cfg.election_timeout,
+                          harvest=harvester.harvest)
         workload.start()
+        harvesting.start()
         nemesis.start()
         time.sleep(cfg.time)
         nemesis.stop()           # undoes its fault and heals
@@ -198,8 +290,10 @@ def run_schedule(cfg: RunConfig) -> RunResult:
         t_heal = time.monotonic()
         try:
             cluster.wait_leader(cfg.converge_timeout)
-            with cluster.client(timeout=cfg.converge_timeout) as client:
-                client.set("__healed__", True)   # commits everything before it
+            # Who the members are now (this commits everything before it).
+            if nemesis.settle_membership(cfg.converge_timeout) is None:
+                raise TimeoutError("the membership could not be read back")
+            nemesis.heal()       # a member that is down comes back
             cluster.wait_converged(cluster.ids, cfg.converge_timeout)
             converge_s = time.monotonic() - t_heal
         except (TimeoutError, OSError, RuntimeError) as exc:
@@ -209,24 +303,30 @@ def run_schedule(cfg: RunConfig) -> RunResult:
             # Requests followers forwarded (since each process last started).
             forwarded = sum(s.get("forwarded_sent", 0)
                             for s in map(cluster.status, cluster.ids) if s is not None)
-            with cluster.client(timeout=cfg.converge_timeout) as client:
-                journals, missing = fetch_journals(client, cluster.ids, cfg.converge_timeout)
-            problems += missing
+            problems += _bypass_check(cluster, figures)
+        harvesting.stop()
+        harvester.harvest()
+        journals = harvester.journals()
+        processes = _processes(cluster)
+        problems += [f"node {i}: no journal of its process {pid}"
+                     for i, pid in processes.items() if f"{i}/{pid}" not in journals]
     except Exception as exc:
         problems.append(f"harness error: {exc!r}")
     finally:
+        harvesting.stop()
         if nemesis is not None and nemesis.is_alive():
             nemesis.stop()
         if workload is not None:
             workload.stop()
+        harvest_client.close()
         cluster.close()
 
     problems += cluster.postmortem()
-    if cluster.proxy is not None:   # raft traffic really crossed the proxy, to every node
+    if cluster.proxy is not None:   # raft traffic really crossed the proxy, to every member
         used: dict[int, int] = {}
         for (_, dst), n in cluster.proxy.connections().items():
             used[dst] = used.get(dst, 0) + n
-        unused = sorted(dst for dst, n in used.items() if not n)
+        unused = sorted(i for i in cluster.ids if not used.get(i))
         if unused:
             problems.append(f"no raft connection to nodes {unused} crossed the proxy "
                             "(bypassed?)")
@@ -243,7 +343,8 @@ def run_schedule(cfg: RunConfig) -> RunResult:
         elif lin.verdict == "unknown":
             problems.append(f"linearizability unknown (budget): {lin.explanation[:500]}")
         if journals:
-            found, raft_checks = check_with_journals(ops, journals)
+            found, raft_checks = check_with_journals(ops, journals, merge=True,
+                                                     gap_figures=figures)
             problems += [f"raft checks: {p}" for p in found[:20]]
             if len(found) > 20:
                 problems.append(f"raft checks: ... and {len(found) - 20} more")
@@ -262,6 +363,10 @@ def run_schedule(cfg: RunConfig) -> RunResult:
                "faults_left_out": left_out,
                "new_leader_by_fault": dict(nemesis.new_leader_by_fault) if nemesis else {},
                "raft_checks": raft_checks, "forwarded": forwarded,
+               "members": list(cluster.ids), "removed": list(cluster.removed),
+               "membership": list(nemesis.membership) if nemesis else [],
+               "journals": len(journals), "harvest_failures": harvester.failures,
+               **figures,
                "indexed_ops": sum(op.index is not None for op in ops),
                "journal_records": {n: len(j["entries"]) for n, j in journals.items()}})
     if problems or cfg.keep:
