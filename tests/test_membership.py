@@ -38,6 +38,25 @@ def test_add_voter_catches_up_by_snapshot_and_votes(cluster):
     assert set(roles(joiner)) == {1, 2, 3, 4}
 
 
+def test_a_joiner_never_reports_removed_while_it_catches_up(cluster):
+    """The snapshot a joiner installs first predates its own addition: the
+    configuration it then holds does not list it, but it was never a member,
+    so it is not REMOVED (it used to say so until it applied the add)."""
+    c = cluster(3)
+    leader = c.leader()
+    fill(leader, 200)
+    joiner = c.make(4, bootstrap=False)
+    seen: list[raft.State] = []
+    joiner.on_leadership_change(lambda event: seen.append(event.state))
+    joiner.start()
+    c.nodes[4] = joiner
+    assert leader.add_voter(4, joiner.address).result(WAIT) is None
+    c.converge()
+    assert joiner.stats()["snapshots_restored"] >= 1
+    assert raft.State.REMOVED not in seen, seen
+    assert joiner.state != raft.State.REMOVED
+
+
 def test_new_voter_counts_toward_the_quorum(cluster):
     c = cluster(3)
     leader = c.leader()

@@ -109,6 +109,7 @@ class Node:
         self._bootstrap = self._check_cluster(cluster)
         # Forwarding from followers (forwarding.py): every member's side address.
         self._forward = forwarding.check(forward, self.id) if forward is not None else None
+        self._was_member = False  # listed in a configuration it held, since start
         self._fwd_server: forwarding.Server | None = None
         self._fwd_client: forwarding.Client | None = None
 
@@ -762,10 +763,17 @@ class Node:
 
     def _state_of(self, state: int, leader_id: int, self_role: int) -> State:
         raft_state = State(state)
+        if self_role >= 0:
+            self._was_member = True
         if raft_state in (State.FOLLOWER, State.CANDIDATE):
-            if self_role == -1:  # the configuration it holds does not list it
-                return State.REMOVED
             ident = self._identity
+            # The configuration it holds does not list it. A joiner catching up
+            # holds one that predates its addition (e.g. from the leader's
+            # snapshot): not removed, as it never was a member (no cluster id
+            # learnt, never listed since it started).
+            if self_role == -1 and (self._was_member or ident is None or
+                                    ident.cluster_id is not None):
+                return State.REMOVED
             if ident is not None and ident.removed_at is not None and not leader_id:
                 return State.REMOVED
         return raft_state
