@@ -92,3 +92,45 @@ def test_a_bad_forward_map_is_refused(tmp_path):
         raft.Node(1, addr, KV(), tmp_path, cluster={1: addr}, forward={2: "127.0.0.1:1"})
     with pytest.raises(raft.InvalidConfigError):
         raft.Node(1, addr, KV(), tmp_path, cluster={1: addr}, forward={1: "nohost"})
+
+
+def test_garbage_on_the_forwarding_port_is_refused_and_logged(forwarding_cluster, caplog):
+    """Hostile input: a bad kind, a length below the header or past the cap, a
+    frame cut short, random bytes, and a storm of idle connections past the
+    cap: each is refused (logged), nothing is applied, the node keeps serving."""
+    import logging
+    import socket
+    import struct
+
+    from canonical_raft import forwarding
+
+    caplog.set_level(logging.WARNING, logger="canonical_raft.forwarding")
+    c, forward, _ = forwarding_cluster()
+    leader = c.leader()
+    host, port = forward[leader.id].split(":")
+    frames = [struct.pack("<IBQ", 9 + 5, 7, 1) + b"set x",        # unknown kind
+              struct.pack("<IBQ", 3, 0, 1),                       # length below the header
+              struct.pack("<IBQ", forwarding.MAX_FRAME + 1, 0, 1),  # past the cap
+              struct.pack("<IBQ", 9 + 100, 0, 1) + b"set x 1",    # cut short, then closed
+              bytes(range(256)) * 4]                              # noise
+    for frame in frames:
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(frame)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(5)
+            try:
+                assert s.recv(100) == b""  # closed without an answer
+            except ConnectionResetError:
+                pass  # closed with our bytes unread: also no answer
+    storm = [socket.create_connection((host, int(port)), timeout=5)
+             for _ in range(forwarding.MAX_CONNECTIONS + 5)]
+    try:
+        wait_for(lambda: "open already" in caplog.text, what="the storm refused")
+    finally:
+        for s in storm:
+            s.close()
+    assert "bad frame" in caplog.text
+    assert "x" not in leader.fsm.data
+    follower = c.followers()[0]
+    wait_for(lambda: leader._fwd_server.connections <= 1, what="the storm's threads gone")
+    assert follower.apply(b"set ok 1").result(WAIT) == "1"  # still serving

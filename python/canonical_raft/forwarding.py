@@ -52,6 +52,7 @@ APPLY, BARRIER = 0, 1
 _ERROR, _RESULT, _RAISED = 0, 1, 2  # reply kinds: a RaftError, a result, the FSM's exception
 MAX_FRAME = 64 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 5.0  # connect, and the TLS handshake
+MAX_CONNECTIONS = 64     # open forwarding connections a node serves at once
 Stream = Union[socket.socket, TLSChannel]
 
 
@@ -93,6 +94,8 @@ class Server:
     def __init__(self, node: Node, address: str, tls: TLS | None = None) -> None:
         self.node = node
         self.served = 0  # requests followers forwarded here
+        self.lock = threading.Lock()
+        self.connections = 0  # open, each with its own threads
         self.context = tls.server_context() if tls is not None else None
         host, port = parse_address(address)
         self.sock = socket.create_server((host, port), reuse_port=False)
@@ -110,10 +113,26 @@ class Server:
     def _accept(self) -> None:
         while True:
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            with self.lock:
+                full = self.connections >= MAX_CONNECTIONS
+                if not full:
+                    self.connections += 1
+            if full:  # one per follower is the norm: a storm gets no threads
+                log.warning("node %d: refused a forwarding connection from %s: %d open "
+                            "already", self.node.id, peer, MAX_CONNECTIONS)
+                conn.close()
+                continue
+            threading.Thread(target=self._serve_counted, args=(conn,), daemon=True).start()
+
+    def _serve_counted(self, sock: socket.socket) -> None:
+        try:
+            self._serve(sock)
+        finally:
+            with self.lock:
+                self.connections -= 1
 
     def _serve(self, sock: socket.socket) -> None:
         conn: Stream = sock
