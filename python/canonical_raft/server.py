@@ -145,6 +145,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heartbeat-timeout", type=float, default=Config.heartbeat_timeout)
     p.add_argument("--snapshot-threshold", type=int, default=Config.snapshot_threshold)
     p.add_argument("--snapshot-trailing", type=int, default=Config.snapshot_trailing)
+    p.add_argument("--segment-size", type=int, default=Config.segment_size,
+                   help="uv engine: bytes per log segment (1-16 MiB, a multiple of 4096)")
     p.add_argument("--max-pending-commands", type=int, default=Config.max_pending_commands,
                    help="backpressure: unresolved commands submitted on this node, at most")
     p.add_argument("--apply-timeout", type=float, default=10.0,
@@ -719,6 +721,7 @@ def run(args: argparse.Namespace) -> int:
                     heartbeat_timeout=args.heartbeat_timeout,
                     snapshot_threshold=args.snapshot_threshold,
                     snapshot_trailing=args.snapshot_trailing,
+                    segment_size=args.segment_size,
                     max_pending_commands=args.max_pending_commands,
                     bind_address=args.bind)
     journal = Journal(args.journal_size)

@@ -20,7 +20,7 @@ from dataclasses import asdict
 
 from .cluster import ENGINES
 from .crash import KINDS, CrashConfig, run_crash_points
-from .nemesis import FAULTS, restartable_faults
+from .nemesis import DISK_FAULTS, FAULTS, restartable_faults
 from .runner import RunConfig, run_schedule
 from .stats import summarize
 
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=100.0, help="operations per second, total")
     p.add_argument("--keys", type=int, default=8, help="keys in use at once")
     p.add_argument("--faults", default=",".join(FAULTS),
-                   help=f"comma-separated subset of {','.join(FAULTS)}")
+                   help=f"comma-separated subset of {','.join(FAULTS + DISK_FAULTS)} "
+                        "(disk-full: needs root to mount a tmpfs per node)")
     p.add_argument("--engine", choices=ENGINES, default="uv",
                    help="the nodes' engine (mixed: odd ids uv, even ids asyncio)")
     p.add_argument("--store", choices=("memory", "mdb"), default="memory",
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
     faults = tuple(f for f in args.faults.split(",") if f)
-    unknown = set(faults) - set(FAULTS)
+    unknown = set(faults) - set(FAULTS) - set(DISK_FAULTS)
     if unknown:
         p.error(f"unknown faults: {sorted(unknown)}")
     durable = args.engine == "uv" or args.store == "mdb"

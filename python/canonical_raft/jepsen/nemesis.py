@@ -28,6 +28,8 @@ remove-member      have the leader remove a random member (the leader itself too
 replace-member     remove a member, then add a fresh one (at ``size - 1``
                    voters: add first): the cluster keeps its size
 transfer-leader    the leader hands leadership to a random other voter
+disk-full          (opt-in: ``DISK_FAULTS``, needs root) fill a random node's data
+                   disk (a small tmpfs, jepsen/disks.py) to 0-8 KiB free for 3-6 s
 =================  ===============================================================
 
 Membership stays between ``size - 1`` and ``size + 1`` voters: add-member at
@@ -59,8 +61,10 @@ from typing import Any, Callable
 
 from ..client import RETRYABLE
 from .cluster import ProxiedCluster
+from .disks import SmallDisks
 
-__all__ = ["Nemesis", "FAULTS", "MEMBERSHIP_MOVES", "RESTART_FAULTS", "restartable_faults"]
+__all__ = ["Nemesis", "FAULTS", "MEMBERSHIP_MOVES", "RESTART_FAULTS", "DISK_FAULTS",
+           "restartable_faults"]
 
 MEMBERSHIP_MOVES = ("add-member", "remove-member", "replace-member", "transfer-leader")
 FAULTS = ("kill-leader", "kill-random", "pause", "pause-leader", "isolate-leader", "split",
@@ -68,6 +72,8 @@ FAULTS = ("kill-leader", "kill-random", "pause", "pause-leader", "isolate-leader
 PROCESS_FAULTS = ("kill-leader", "kill-random", "pause", "pause-leader", "restart-all",
                   *MEMBERSHIP_MOVES)
 RESTART_FAULTS = ("kill-leader", "kill-random", "restart-all")
+#: Not in FAULTS: each node's data dir must be a small disk of its own (root).
+DISK_FAULTS = ("disk-full",)
 
 
 def restartable_faults(faults: tuple[str, ...], durable: bool
@@ -86,8 +92,10 @@ class Nemesis(threading.Thread):
     def __init__(self, cluster: ProxiedCluster, rng: random.Random, *,
                  faults: tuple[str, ...] = FAULTS, interval: tuple[float, float] = (1.0, 2.5),
                  election_timeout: float = 1.0, start_timeout: float = 60.0,
-                 harvest: Callable[[list[int] | None], None] | None = None) -> None:
+                 harvest: Callable[[list[int] | None], None] | None = None,
+                 disks: SmallDisks | None = None) -> None:
         super().__init__(name="jepsen-nemesis", daemon=True)
+        self.disks = disks             # for disk-full (jepsen/disks.py)
         self.size = len(cluster.ids)   # membership moves keep size-1..size+1 voters
         self.harvest = harvest         # journals of nodes about to die (journals.Harvester)
         self.membership: list[dict[str, Any]] = []   # each move's outcome
@@ -183,6 +191,8 @@ class Nemesis(threading.Thread):
         try:
             if self.cluster.proxy is not None:
                 self.cluster.proxy.heal()
+            if self.disks is not None:
+                self.disks.free_all()
             self.cluster.resume_all()
             self._deaths()
             for node in self.cluster.ids:
@@ -290,6 +300,28 @@ class Nemesis(threading.Thread):
         node = self.rng.choice(list(self.cluster.ids))
         self._links("refuse", lambda: self.cluster.proxy.isolate(node, "refuse"),
                     self.rng.uniform(3.0, 6.0))
+
+    def _disk_full(self) -> None:
+        """A node's disk fills up under load, then space returns: it must
+        refuse or wait (raft_uv retries a full disk), never corrupt, and go on."""
+        if self.disks is None:
+            return
+        nodes = [i for i in self.cluster.running() if i in self.disks.mounted]
+        if not nodes:
+            return
+        node = self.rng.choice(nodes)
+        before = self.cluster.status(node)
+        left = self.disks.fill(node, self.rng)
+        self.log("disk-full", "disk-full", node=node, free_bytes=left)
+        self._hold(self.rng.uniform(3.0, 6.0))
+        after, leader = self.cluster.status(node), self._leader()
+        self.disks.free(node)
+        # How far it got while full, against the leader's log (it stalls once
+        # it needs a new segment or a snapshot file).
+        grew = (after["last_index"] - before["last_index"]) if before and after else None
+        self.log("disk-freed", "disk-full", node=node, its_log_grew=grew,
+                 behind_leader=(leader["last_index"] - after["last_index"])
+                 if leader and after else None)
 
     def _restart_all(self) -> None:
         self._harvest(None)

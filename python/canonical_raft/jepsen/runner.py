@@ -33,6 +33,7 @@ from ..client import ClusterClient
 from .cluster import ProxiedCluster, artifact_dir
 from .history import Recorder
 from .journals import Harvester, check_with_journals
+from .disks import SmallDisks
 from .nemesis import FAULTS, MEMBERSHIP_MOVES, Nemesis, restartable_faults
 from .stats import summarize
 from .workload import Workload
@@ -64,13 +65,16 @@ class RunConfig:
     snapshot_threshold: int = 128     # a snapshot every this many entries...
     snapshot_trailing: int = 32       # ... keeping this many behind it
     harvest_interval: float = 1.0     # seconds between journal harvests
+    small_disk_mib: int = 64          # disk-full: each uv node's data dir on a tmpfs this big
 
     def server_args(self) -> list[str]:
         return ["--election-timeout", str(self.election_timeout),
                 "--heartbeat-timeout", str(self.heartbeat_timeout),
                 "--apply-timeout", str(max(1.0, self.op_timeout - 1.0)),
                 "--snapshot-threshold", str(self.snapshot_threshold),
-                "--snapshot-trailing", str(self.snapshot_trailing)]
+                "--snapshot-trailing", str(self.snapshot_trailing),
+                # disk-full: small segments, so that a node needs a new one often
+                *(["--segment-size", str(1 << 20)] if "disk-full" in self.faults else [])]
 
     def spares(self) -> int:
         """Ids set aside for nodes the membership moves add: one per add, and
@@ -256,6 +260,14 @@ def run_schedule(cfg: RunConfig) -> RunResult:
                              engine=cfg.engine, store=cfg.store, spares=cfg.spares(),
                              forward=cfg.forward)
     faults, left_out = restartable_faults(tuple(cfg.faults), cluster.all_durable())
+    disks = None
+    if "disk-full" in faults:
+        disks = SmallDisks(cluster, cfg.small_disk_mib)
+        why = disks.mount()
+        if why is not None:
+            faults = tuple(f for f in faults if f != "disk-full")
+            left_out["disk-full"] = why
+            disks = None
     engine = cfg.engine if cfg.engine == "uv" else f"{cfg.engine}, {cfg.store} store"
     workload = nemesis = None
     converge_s = None
@@ -279,7 +291,7 @@ def run_schedule(cfg: RunConfig) -> RunResult:
                             tag=f"s{cfg.seed}", forward=cfg.forward)
         nemesis = Nemesis(cluster, random.Random(rng.getrandbits(64)), faults=faults,
                           interval=cfg.interval, election_timeout=cfg.election_timeout,
-                          harvest=harvester.harvest)
+                          harvest=harvester.harvest, disks=disks)
         workload.start()
         harvesting.start()
         nemesis.start()
@@ -320,6 +332,8 @@ def run_schedule(cfg: RunConfig) -> RunResult:
             workload.stop()
         harvest_client.close()
         cluster.close()
+        if disks is not None:  # (deleted with the run directory after a clean run)
+            disks.release(keep=True)
 
     problems += cluster.postmortem()
     if cluster.proxy is not None:   # raft traffic really crossed the proxy, to every member
