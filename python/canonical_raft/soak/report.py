@@ -161,9 +161,8 @@ def write_summary(path: Path, result: SoakResult, rows: Sequence[dict[str, Any]]
             pts = series(rows, i, metric)
             if not pts:
                 continue
-            fmt = (lambda v: f"{v / div:.1f}") if div != 1.0 else (lambda v: f"{v:.0f}")
-            lines.append(f"| {i} | {label} | {fmt(pts[0][1])} | {fmt(pts[-1][1])} | "
-                         f"{fmt(max(v for _, v in pts))} |")
+            lines.append(f"| {i} | {label} | {_in(pts[0][1], div)} | {_in(pts[-1][1], div)} | "
+                         f"{_in(max(v for _, v in pts), div)} |")
     tol = cfg.tolerances_()
     lines += ["", "## Flatness verdict", "",
               "Median of the last quarter against the median of the second quarter; RSS and "
@@ -180,8 +179,8 @@ def write_summary(path: Path, result: SoakResult, rows: Sequence[dict[str, Any]]
             lines.append(f"| {c.node} | {label} | | | | {c.samples[0]}/{c.samples[1]} | "
                          f"n/a ({c.note}) |")
             continue
-        fmt = (lambda v: f"{v / div:.1f}") if div != 1.0 else (lambda v: f"{v:.0f}")
-        lines.append(f"| {c.node} | {label} | {fmt(c.early)} | {fmt(c.late)} | {fmt(c.limit)} "
+        lines.append(f"| {c.node} | {label} | {_in(c.early, div)} | {_in(c.late, div)} | "
+                     f"{_in(c.limit, div)} "
                      f"| {c.samples[0]}/{c.samples[1]} | {'flat' if c.ok else 'GROWS'}"
                      f"{' (' + c.note + ')' if c.note else ''} |")
     lines += ["", "## Correctness", "",
@@ -198,6 +197,10 @@ def write_summary(path: Path, result: SoakResult, rows: Sequence[dict[str, Any]]
         lines.append(f"| {e['t']:.0f} | {e['kind']} | {e.get('node')} | {nl} | "
                      f"{'yes' if e['ok'] else 'NO'} | {e.get('detail', '')} |")
     path.write_text("\n".join(lines) + "\n")
+
+
+def _in(value: float, div: float) -> str:
+    return f"{value / div:.1f}" if div != 1.0 else f"{value:.0f}"
 
 
 def _kinds(counts: dict[str, int]) -> str:
