@@ -46,10 +46,8 @@ def write_svg(path: Path, rows: Sequence[dict[str, Any]], ids: Sequence[int],
                  for k, i in enumerate(ids)]
         panels.append((title, unit, lines))
     panels.append(("cluster throughput", "per s",
-                   [("ops/s", "#1f77b4", [(float(r["t"]), float(r["ops_s"])) for r in rows
-                                          if r.get("ops_s") not in (None, "")]),
-                    ("errors/s", "#d62728", [(float(r["t"]), float(r["errors_s"]))
-                                             for r in rows if r.get("errors_s") not in (None, "")])]))
+                   [("ops/s", "#1f77b4", _cluster(rows, "ops_s")),
+                    ("errors/s", "#d62728", _cluster(rows, "errors_s"))]))
     height = TOP + len(panels) * (PANEL_H + GAP) + 30
     x_max = max([duration] + [float(r["t"]) for r in rows]) or 1.0
     minutes = x_max >= 300
@@ -123,6 +121,10 @@ def write_svg(path: Path, rows: Sequence[dict[str, Any]], ids: Sequence[int],
                        f'y="{y0 - 5}">{escape(label)}</text>')
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
+
+
+def _cluster(rows: Sequence[dict[str, Any]], column: str) -> list[tuple[float, float]]:
+    return [(float(r["t"]), float(r[column])) for r in rows if r.get(column) not in (None, "")]
 
 
 def _median_step(rows: Sequence[dict[str, Any]]) -> float:
