@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from canonical_raft.soak import SoakConfig, Tolerances, flatness, run_soak
+from canonical_raft.soak.run import rerender
 from canonical_raft.soak.faults import KINDS
 from canonical_raft.soak.load import Load
 from canonical_raft.soak.sampler import read_samples
@@ -184,6 +185,11 @@ def test_soak_ci_form(tmp_path):
         tight = Tolerances(rss_growth=-0.5, rss_slack_kb=0, fds_slack=-100, dir_growth=-0.5,
                            dir_slack_bytes=0, settle_s=15.0)
         assert failing(flatness(samples, IDS, tight, cfg.seconds))
+        # --report-only writes the same verdict again from the files.
+        (tmp_path / "soak" / "summary.md").unlink()
+        again = rerender(tmp_path / "soak")
+        assert again.ok and again.checks == result.checks
+        assert (tmp_path / "soak" / "summary.md").read_text().startswith("# Soak: PASS")
     finally:
         assert not _children(), "the soak left processes running"
 

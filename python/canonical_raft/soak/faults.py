@@ -30,13 +30,13 @@ KINDS = ("kill-follower", "kill-leader", "pause", "transfer")
 
 
 class Faults(threading.Thread):
-    """Runs the fault cycle until ``stop()``; ``events`` has one dict per
+    """Runs the fault cycle until ``stop()`` (or ``end`` seconds); ``events`` has one dict per
     fault (``t`` on the soak's clock, ``kind``, ``node``, ``ok``, ``detail``,
     ``new_leader_s``), ``problems`` what went wrong that should not have."""
 
     def __init__(self, cluster: ProxiedCluster, t0: float, *, interval: float = 60.0,
                  kinds: tuple[str, ...] = KINDS, down: float = 3.0, pause: float = 5.0,
-                 witness: int | None = 1, seed: int = 1) -> None:
+                 witness: int | None = 1, seed: int = 1, end: float | None = None) -> None:
         super().__init__(name="soak-faults", daemon=True)
         unknown = set(kinds) - set(KINDS)
         if unknown or not kinds:
@@ -44,6 +44,7 @@ class Faults(threading.Thread):
         self.cluster = cluster
         self.t0 = t0
         self.interval = interval
+        self.end = end   # no fault starts at or after this many seconds
         self.kinds = kinds
         self.down = down
         self.pause_s = pause
@@ -70,6 +71,8 @@ class Faults(threading.Thread):
                                              - time.monotonic())):
             kind = self.kinds[n % len(self.kinds)]
             n += 1
+            if self.end is not None and time.monotonic() - self.t0 >= self.end - 0.5:
+                return
             event: dict[str, Any] = {"t": round(time.monotonic() - self.t0, 3), "kind": kind,
                                      "node": None, "ok": True, "detail": "",
                                      "new_leader_s": None}

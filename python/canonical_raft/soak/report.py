@@ -3,6 +3,7 @@ metric, a line per node, the faults marked) and ``summary.md``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -17,7 +18,7 @@ __all__ = ["write_svg", "write_summary", "PANELS"]
 
 #: (column prefix, title, unit, divisor); per-node columns end in _<id>.
 PANELS = (("rss_kb", "RSS", "MiB", 1024.0),
-          ("fds", "open file descriptors", "fds", 1.0),
+          ("fds", "open file descriptors", "count", 1.0),
           ("dir_bytes", "data dir size", "MiB", 2.0**20))
 NODE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b")
 FAULT_COLORS = {"kill-follower": "#ff7f0e", "kill-leader": "#d62728", "pause": "#7f7f7f",
@@ -27,10 +28,14 @@ W, PANEL_H, LEFT, RIGHT, TOP, GAP = 760, 150, 70, 20, 40, 55
 
 
 def _ticks(lo: float, hi: float, n: int = 4) -> list[float]:
+    """Round ticks (1, 2 or 5 x 10^k apart) covering [lo, hi], about ``n`` of them."""
     if hi <= lo:
         return [lo]
-    step = (hi - lo) / n
-    return [lo + k * step for k in range(n + 1)]
+    raw = (hi - lo) / n
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step) * step
+    return [first + k * step for k in range(int((hi - first) / step + 1e-9) + 1)]
 
 
 def _fmt(v: float) -> str:
@@ -78,7 +83,7 @@ def write_svg(path: Path, rows: Sequence[dict[str, Any]], ids: Sequence[int],
             return y0 + PANEL_H - PANEL_H * (v - lo) / (hi - lo)
 
         out.append(f'<text x="{LEFT}" y="{y0 - 5}" font-size="12" font-weight="bold">'
-                   f'{escape(title)}</text>')
+                   f'{escape(title)} ({escape(unit)})</text>')
         out.append(f'<rect x="{LEFT}" y="{y0}" width="{plot_w}" height="{PANEL_H}" '
                    f'fill="none" stroke="#333"/>')
         for v in _ticks(lo, hi):
@@ -88,9 +93,10 @@ def write_svg(path: Path, rows: Sequence[dict[str, Any]], ids: Sequence[int],
                        f'text-anchor="end">{_fmt(v)}</text>')
         out.append(f'<text transform="translate(14,{y0 + PANEL_H / 2:.0f}) rotate(-90)" '
                    f'text-anchor="middle">{escape(unit)}</text>')
-        for t in _ticks(0.0, x_max, 6):
-            x_ = sx(t)
-            label = f"{t / 60:.0f}" if minutes else f"{t:.0f}"
+        scale = 60.0 if minutes else 1.0
+        for tick in _ticks(0.0, x_max / scale, 6):
+            x_ = sx(tick * scale)
+            label = _fmt(tick)
             out.append(f'<line x1="{x_:.1f}" y1="{y0 + PANEL_H}" x2="{x_:.1f}" '
                        f'y2="{y0 + PANEL_H + 4}" stroke="#333"/><text x="{x_:.1f}" '
                        f'y="{y0 + PANEL_H + 15}" text-anchor="middle">{label}</text>')

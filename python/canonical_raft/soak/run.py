@@ -25,10 +25,10 @@ from ..jepsen.cluster import ProxiedCluster
 from .faults import KINDS, Faults
 from .load import Load
 from .report import write_summary, write_svg
-from .sampler import Sampler
+from .sampler import Sampler, read_samples
 from .verdict import Check, Tolerances, flatness
 
-__all__ = ["SoakConfig", "SoakResult", "run_soak", "main"]
+__all__ = ["SoakConfig", "SoakResult", "run_soak", "rerender", "main"]
 
 SEGMENT_BYTES = 8 * 2**20   # libraft's open segment size (UV__MAX_SEGMENT_SIZE)
 
@@ -128,7 +128,8 @@ def run_soak(cfg: SoakConfig, out: str | Path) -> SoakResult:
         t0 = time.monotonic()
         sampler = Sampler(cluster, load, out / "samples.csv", t0, cfg.sample_every)
         faults = Faults(cluster, t0, interval=cfg.fault_every, kinds=cfg.faults,
-                        down=cfg.down, pause=cfg.pause, witness=cfg.witness, seed=cfg.seed)
+                        down=cfg.down, pause=cfg.pause, witness=cfg.witness, seed=cfg.seed,
+                        end=cfg.seconds)
         sampler.sample()
         load.start()
         sampler.start()
@@ -208,6 +209,26 @@ def _converge(cluster: ProxiedCluster, problems: list[str]) -> dict[int, Any]:
         return {}
 
 
+def rerender(out: str | Path) -> SoakResult:
+    """Write ``soak.svg`` and ``summary.md`` again from a finished run's
+    ``samples.csv``, ``faults.json`` and ``result.json`` (the verdict is
+    recomputed from the samples, with the tolerances the run used)."""
+    out = Path(out)
+    saved = json.loads((out / "result.json").read_text())
+    config = dict(saved["extra"]["config"])
+    config["faults"] = tuple(config["faults"])
+    cfg = SoakConfig(**config, tolerances=Tolerances(**saved["extra"]["tolerances"]))
+    rows = read_samples(out / "samples.csv")
+    ids = sorted({int(c.rsplit("_", 1)[1]) for c in rows[0] if c.startswith("rss_kb_")})
+    checks = flatness(rows, ids, cfg.tolerances_(), cfg.seconds)
+    events = json.loads((out / "faults.json").read_text())
+    result = SoakResult(**{**saved, "checks": checks, "fault_events": events,
+                           "ok": not saved["problems"] and all(c.ok for c in checks)})
+    write_svg(out / "soak.svg", rows, ids, events, cfg.seconds)
+    write_summary(out / "summary.md", result, rows, ids, cfg)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m canonical_raft.soak",
                                 description="3 nodes under mixed load, snapshots and faults; "
@@ -215,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = SoakConfig()
     p.add_argument("--minutes", type=float, default=d.minutes)
     p.add_argument("--out", required=True, help="directory for samples.csv, soak.svg, summary.md")
+    p.add_argument("--report-only", action="store_true",
+                   help="no run: write soak.svg and summary.md again from --out's files")
     p.add_argument("--rate", type=float, default=d.rate, help="operations/s, all clients")
     p.add_argument("--clients", type=int, default=d.clients)
     p.add_argument("--keys", type=int, default=d.keys, help="keys each client owns")
@@ -230,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--keep", action="store_true", help="keep the nodes' logs and data dirs")
     a = p.parse_args(argv)
+    if a.report_only:
+        result = rerender(a.out)
+        print((Path(a.out) / "summary.md").read_text())
+        return 0 if result.ok else 1
     cfg = SoakConfig(minutes=a.minutes, rate=a.rate, clients=a.clients, keys=a.keys,
                      value_bytes=a.value_bytes, fault_every=a.fault_every,
                      faults=tuple(f for f in a.faults.split(",") if f),
