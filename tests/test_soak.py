@@ -24,6 +24,7 @@ from canonical_raft.soak.run import rerender
 from canonical_raft.soak.faults import KINDS
 from canonical_raft.soak.load import Load
 from canonical_raft.soak.sampler import read_samples
+from canonical_raft.soak.verdict import trend
 
 IDS = [1, 2, 3]
 MiB = 2**20
@@ -102,6 +103,15 @@ def test_restart_resets_rss_without_a_false_alarm():
     # caught on the node that never restarts (the witness).
     ageing = rows(rss=lambda t, a: 30_000 + 20 * a, restart={2: 1000.0, 3: 2000.0})
     assert (1, "rss_kb") in failing(flatness(ageing, IDS))
+
+
+def test_trend_follows_the_longest_process():
+    # Node 2 restarts at 3000 s; its longest stretch is the first process.
+    grow = rows(rss=lambda t, a: 30_000 + 2 * a, restart={2: 3000.0})
+    slope, span = trend(grow, 2, "rss_kb", settle_s=60)
+    assert abs(slope - 7200) < 50 and 2900 < span < 3000   # 2 kB/s = 7200 kB/h
+    assert trend(rows(), 1, "rss_kb", 60)[0] < 100          # flat
+    assert trend(rows(10, step=5), 1, "rss_kb", 60) is None   # too young
 
 
 def test_no_settled_sample_gives_no_verdict():

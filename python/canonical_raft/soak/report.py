@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .verdict import series
+from .verdict import series, trend
 
 if TYPE_CHECKING:
     from .run import SoakConfig, SoakResult
@@ -172,6 +172,14 @@ def write_summary(path: Path, result: SoakResult, rows: Sequence[dict[str, Any]]
             lines.append(f"| {i} | {label} | {_in(pts[0][1], div)} | {_in(pts[-1][1], div)} | "
                          f"{_in(max(v for _, v in pts), div)} |")
     tol = cfg.tolerances_()
+    slopes = []
+    for i in ids:
+        found = trend(rows, i, "rss_kb", tol.settle_s)
+        if found is not None:
+            slopes.append(f"node {i} {found[0] / 1024:+.2f} MiB/h over {found[1] / 60:.0f} min")
+    if slopes:
+        lines += ["", "RSS trend (informational: least-squares slope over each node's longest "
+                  "stretch without a restart, once settled): " + "; ".join(slopes) + "."]
     lines += ["", "## Flatness verdict", "",
               "Median of the last quarter against the median of the second quarter; RSS and "
               f"fds only on processes at least {tol.settle_s:g} s old (docs/soak.md). Limits: "

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Tolerances", "Check", "flatness", "series"]
+__all__ = ["Tolerances", "Check", "flatness", "series", "trend"]
 
 METRICS = ("rss_kb", "fds", "dir_bytes")
 
@@ -125,3 +125,35 @@ def _judge(node: int, metric: str, early: list[float], late: list[float], tol: T
         ok = False
         note = f"peak {peak:.0f} over the cap {tol.dir_cap_bytes}"
     return Check(node, metric, e, l_, limit, ok, counts, note)
+
+
+def trend(rows: Sequence[dict[str, Any]], node: int, metric: str = "rss_kb",
+          settle_s: float = 0.0) -> tuple[float, float] | None:
+    """Informational, not part of the verdict: the least-squares slope (units
+    per hour) of one metric over the longest stretch of one process (no
+    restart in it), from ``settle_s`` of age on; ``(slope, span in s)``, or
+    None if under two points."""
+    runs: list[list[tuple[float, float]]] = []
+    last_age = None
+    for row in rows:
+        value, age = row.get(f"{metric}_{node}"), row.get(f"age_s_{node}")
+        if value in (None, "") or age in (None, ""):
+            last_age = None
+            continue
+        age = float(age)
+        if last_age is None or age < last_age:
+            runs.append([])
+        last_age = age
+        if age >= settle_s:
+            runs[-1].append((float(row["t"]), float(value)))
+    longest = max(runs, key=lambda r: r[-1][0] - r[0][0] if r else -1.0, default=[])
+    if len(longest) < 2:
+        return None
+    n = len(longest)
+    mt = sum(t for t, _ in longest) / n
+    mv = sum(v for _, v in longest) / n
+    var = sum((t - mt) ** 2 for t, _ in longest)
+    if var == 0:
+        return None
+    slope = sum((t - mt) * (v - mv) for t, v in longest) / var
+    return slope * 3600.0, longest[-1][0] - longest[0][0]
