@@ -175,11 +175,12 @@ def write_summary(path: Path, result: SoakResult, rows: Sequence[dict[str, Any]]
     slopes = []
     for i in ids:
         found = trend(rows, i, "rss_kb", tol.settle_s)
-        if found is not None:
+        if found is not None and found[1] >= 600:   # shorter: noise and warm-up
             slopes.append(f"node {i} {found[0] / 1024:+.2f} MiB/h over {found[1] / 60:.0f} min")
     if slopes:
         lines += ["", "RSS trend (informational: least-squares slope over each node's longest "
-                  "stretch without a restart, once settled): " + "; ".join(slopes) + "."]
+                  "stretch without a restart, once settled, if 10 min or more): "
+                  + "; ".join(slopes) + "."]
     lines += ["", "## Flatness verdict", "",
               "Median of the last quarter against the median of the second quarter; RSS and "
               f"fds only on processes at least {tol.settle_s:g} s old (docs/soak.md). Limits: "
