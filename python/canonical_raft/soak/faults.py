@@ -108,13 +108,18 @@ class Faults(threading.Thread):
 
     def _transfer_from(self, leader: int, to: int | None) -> int:
         reply = self.cluster.request(leader, {"op": "transfer", "to": to}, timeout=15.0)
+        if reply.get("error") == "not_leader":   # it lost the leadership on its own
+            now = int(self.cluster.wait_leader(15.0)["id"])
+            if now != leader and (to is None or now == to):
+                return now
+            raise RuntimeError(f"transfer from {leader}: not the leader, and node {now} leads")
         if "error" in reply:
             raise RuntimeError(f"transfer from {leader}: {reply}")
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline:
-            status = self.cluster.leader()
-            if status is not None and status["id"] != leader:
-                return int(status["id"])
+            found = self.cluster.leader()
+            if found is not None and found["id"] != leader:
+                return int(found["id"])
             time.sleep(0.05)
         raise TimeoutError(f"leadership did not move from node {leader} within 15s")
 
@@ -136,15 +141,16 @@ class Faults(threading.Thread):
         self._kill_restart(event, self.rng.choice(candidates), int(status["term"]), False)
 
     def _kill_leader(self, event: dict[str, Any]) -> None:
-        leader = self._leader()
-        if leader == self.witness:
+        for _ in range(3):   # the leader may change on its own meanwhile: look again
+            status = self.cluster.wait_leader(15.0)
+            leader = int(status["id"])
+            if leader != self.witness:
+                self._kill_restart(event, leader, int(status["term"]), True)
+                return
             others = [i for i in self.cluster.ids if i != self.witness]
-            leader = self._transfer_from(leader, self.rng.choice(others))
-            event["detail"] = f"leadership moved off the witness to {leader} first"
-        status = self.cluster.wait_leader(15.0)
-        if int(status["id"]) != leader:
-            raise RuntimeError(f"the leader changed again (to {status['id']}) before the kill")
-        self._kill_restart(event, leader, int(status["term"]), True)
+            moved = self._transfer_from(leader, self.rng.choice(others))
+            event["detail"] = f"leadership moved off the witness to {moved} first"
+        raise RuntimeError("the witness kept the leadership: no leader to kill")
 
     def _pause(self, event: dict[str, Any]) -> None:
         node = self.cluster.ids[self._paused_turn % len(self.cluster.ids)]
@@ -165,6 +171,6 @@ class Faults(threading.Thread):
         leader = self._leader()
         event["node"] = leader
         since = time.monotonic()
-        new = self._transfer_from(leader, None)
+        new = self._transfer_from(leader, None)   # to the most up-to-date voter
         event["new_leader_s"] = round(time.monotonic() - since, 3)
         event["detail"] = f"{leader} -> {new}"
