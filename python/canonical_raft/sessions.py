@@ -439,6 +439,36 @@ _RETRY = (NotLeaderError, LeadershipLostError, ShutdownError, NoConnectionError,
           RaftTimeoutError)
 
 
+class _Attempts:
+    """One command's retries, for ``Session.call`` and ``acall`` alike: the
+    deadline, which failures are worth another attempt, and the back-off."""
+
+    def __init__(self, session: Session, timeout: float | None) -> None:
+        self.session = session
+        self.deadline = time.monotonic() + (session.timeout if timeout is None else timeout)
+        self.attempt = 0
+        self.last: BaseException | None = None
+
+    def next_wait(self) -> float:
+        """How long the next attempt may wait; TimeoutError past the deadline."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise RaftTimeoutError(f"no outcome within the session timeout (last: "
+                                   f"{self.last!r})", indeterminate=True)
+        return min(remaining, self.session.attempt_timeout)
+
+    def failed(self, exc: BaseException) -> float:
+        """Re-raise a definite failure; otherwise the pause before retrying
+        (the same seq: the session table applies it once)."""
+        if isinstance(exc, RaftError) and not isinstance(exc, _RETRY) and not exc.indeterminate:
+            raise exc
+        self.last = exc
+        self.attempt += 1
+        self.session.retries += 1
+        self.session._redirect(exc)
+        return max(0.0, min(self.session._delay(self.attempt), self.deadline - time.monotonic()))
+
+
 class Session:
     """The client side of one session, over in-process nodes.
 
@@ -537,28 +567,13 @@ class Session:
             self._done(seq)
 
     def _send(self, make: Any, timeout: float | None = None) -> Any:
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        attempt = 0
-        last: BaseException | None = None
+        attempts = _Attempts(self, timeout)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RaftTimeoutError(f"no outcome within the session timeout (last: "
-                                       f"{last!r})", indeterminate=True)
-            node = self._pick()
+            wait = attempts.next_wait()
             try:
-                fut = node.apply(make())
-                return fut.result(min(remaining, self.attempt_timeout))
-            except _RETRY as exc:
-                last = exc
+                return self._pick().apply(make()).result(wait)
             except (concurrent.futures.TimeoutError, RaftError) as exc:
-                if isinstance(exc, RaftError) and not exc.indeterminate:
-                    raise
-                last = exc
-            attempt += 1
-            self.retries += 1
-            self._redirect(last)
-            time.sleep(max(0.0, min(self._delay(attempt), deadline - time.monotonic())))
+                time.sleep(attempts.failed(exc))
 
     # ---------------------------------------------------------- asyncio
 
@@ -577,28 +592,15 @@ class Session:
             self._done(seq)
 
     async def _asend(self, make: Any, timeout: float | None = None) -> Any:
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        attempt = 0
-        last: BaseException | None = None
+        attempts = _Attempts(self, timeout)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RaftTimeoutError(f"no outcome within the session timeout (last: "
-                                       f"{last!r})", indeterminate=True)
-            node = self._pick()
+            wait = attempts.next_wait()
             try:
-                fut = node.apply(make())
-                return await asyncio.wait_for(asyncio.wrap_future(fut),
-                                              min(remaining, self.attempt_timeout))
-            except _RETRY as exc:
-                last = exc
+                fut = self._pick().apply(make())
+                if not hasattr(fut, "__await__"):  # a target's plain concurrent future
+                    fut = asyncio.wrap_future(fut)
+                return await asyncio.wait_for(fut, wait)
             except (concurrent.futures.TimeoutError, asyncio.TimeoutError, RaftError) as exc:
-                if isinstance(exc, RaftError) and not exc.indeterminate:
-                    raise
-                last = exc
-            attempt += 1
-            self.retries += 1
-            self._redirect(last)
-            await asyncio.sleep(max(0.0, min(self._delay(attempt), deadline - time.monotonic())))
+                await asyncio.sleep(attempts.failed(exc))
 
 
